@@ -1,0 +1,159 @@
+"""The ``memtx`` command: parse, call a library function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from memtx.errors import ConfigError, MemtxError
+from memtx.presets import DEFAULT_PRESET, PRESETS
+from memtx.training.config import RunConfig
+
+USAGE = """usage: memtx {train,evaluate,generate} ...
+
+  train [PRESET] [--out DIR] [--max-steps N] [--max-time S] [--seed S] [--resume] [overrides]
+                                   train a preset (default: quickstart); memtx train --help lists them
+  evaluate RUN_DIR [--split valid|test] [--max-bytes N]
+                                   exact bits per byte of a trained run
+  generate RUN_DIR --prompt TEXT [--length N] [--temperature T]
+                                   sample a continuation
+Each command accepts --json (end with one JSON line of its results) and --help."""
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    run: Annotated[RunConfig, tyro.conf.arg(name="")]
+    resume: bool = False
+    """Continue the run already in --out from its latest checkpoint."""
+    json: bool = False
+    """End with one JSON line of the results."""
+    progress: bool = True
+    """Show progress bars (on a terminal)."""
+
+
+@dataclass(frozen=True)
+class EvaluateCommand:
+    run_dir: tyro.conf.Positional[str]
+    """Run folder written by 'memtx train'."""
+    split: Literal["valid", "test"] = "valid"
+    """Split of the run's corpus to score."""
+    max_bytes: int = 0
+    """Score only the first N bytes of the split (0 = all of it)."""
+    batch_size: int = 0
+    """Parallel evaluation streams (0 = the run's eval-batch-size)."""
+    json: bool = False
+    """End with one JSON line of the results."""
+    progress: bool = True
+    """Show a progress bar (on a terminal)."""
+
+
+@dataclass(frozen=True)
+class GenerateCommand:
+    run_dir: tyro.conf.Positional[str]
+    """Run folder written by 'memtx train'."""
+    prompt: str = "\n"
+    """Text to continue."""
+    length: int = 300
+    """Tokens to generate."""
+    temperature: float = 0.8
+    """Sampling temperature (0 = greedy)."""
+    top_k: int = 0
+    """Sample among the k most likely tokens (0 = all)."""
+    seed: int = 0
+    """Sampling seed."""
+    json: bool = False
+    """End with one JSON line of the results."""
+
+
+def _train(argv: list[str]) -> int:
+    from memtx.training.trainer import train
+
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = [DEFAULT_PRESET, *argv]
+    if not argv[0].startswith("-") and argv[0] not in PRESETS:
+        raise ConfigError(
+            f"unknown preset {argv[0]!r}: choose one of {', '.join(PRESETS)} (memtx train --help describes them)"
+        )
+    cmd = tyro.extras.overridable_config_cli(
+        {name: (desc, TrainCommand(run=cfg)) for name, (desc, cfg) in PRESETS.items()},
+        prog="memtx train",
+        description="Train a preset; every field can be overridden (e.g. --max-steps 100 --model.n-layers 4).",
+        args=argv,
+    )
+    run_dir = Path(cmd.run.out or f"runs/{argv[0]}")
+    summary = train(cmd.run, run_dir, resume=cmd.resume, progress=cmd.progress)
+    print(f"run folder: {summary['run_dir']}  ({summary['steps']} steps, {summary['train_time_s']} s, stop: {summary['stop']})")
+    print(f"parameters: {summary['params']:,}   median tokens/s: {summary['tokens_per_s_median']}")
+    if "valid_bpc" in summary:
+        print(f"valid bits per byte: {summary['valid_bpc']:.4f}  ({summary['valid_bytes']:,} bytes, exact)")
+    if "sample" in summary:
+        print(f"--- sample (prompt from the valid split, then {len(summary['sample'])} generated chars) ---")
+        print(summary["sample_prompt"] + "\033[1m" * sys.stdout.isatty() + summary["sample"] + "\033[0m" * sys.stdout.isatty())
+    if cmd.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _evaluate(argv: list[str]) -> int:
+    from memtx.data import load_corpus
+    from memtx.evaluation.language_modeling import evaluate_lm
+    from memtx.training.checkpoint import load_run
+
+    cmd = tyro.cli(EvaluateCommand, prog="memtx evaluate", args=argv, description="Exact bits per byte of a run.")
+    if cmd.max_bytes < 0 or cmd.batch_size < 0:
+        raise ConfigError("--max-bytes and --batch-size must be >= 0")
+    cfg, model = load_run(cmd.run_dir)
+    data = load_corpus(cfg.data.corpus, cfg.data.data_dir).split(cmd.split)
+    res = evaluate_lm(
+        model, data, cmd.batch_size or cfg.eval_batch_size, cfg.segment_len, cmd.max_bytes, progress=cmd.progress
+    )
+    result = {"split": cmd.split, "bpc": res["bpc"], "bytes": res["targets"], "nats": res["nats"]}
+    print(f"{cmd.split} bits per byte: {res['bpc']:.4f}  ({res['targets']:,} bytes scored)")
+    if cmd.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _generate(argv: list[str]) -> int:
+    from memtx.training.checkpoint import load_run
+    from memtx.training.trainer import sample_text
+
+    cmd = tyro.cli(GenerateCommand, prog="memtx generate", args=argv, description="Sample a continuation.")
+    if cmd.length < 0:
+        raise ConfigError(f"--length must be >= 0, got {cmd.length}")
+    cfg, model = load_run(cmd.run_dir)
+    text = sample_text(
+        model, cmd.prompt.encode(), cmd.length, cmd.seed, cfg.segment_len,
+        temperature=cmd.temperature, top_k=cmd.top_k or None,
+    )
+    print(cmd.prompt + text)
+    if cmd.json:
+        print(json.dumps({"prompt": cmd.prompt, "text": text}))
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "generate": _generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"memtx: error: unknown command {argv[0]!r}: use one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except MemtxError as e:
+        print(f"memtx: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Exact bits per byte: every target of the split scored once, in order, memory carried, no overlap.
+
+Sums nats and targets over the whole split and divides once: bpc = nats / (targets * ln 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from memtx.data.streams import count_targets, eval_batches
+from memtx.models.transformer_lm import TransformerLM
+
+
+@torch.no_grad()
+def evaluate_lm(
+    model: TransformerLM,
+    data: np.ndarray,
+    batch_size: int,
+    segment_len: int,
+    max_bytes: int = 0,
+    progress: bool = False,
+) -> dict[str, float]:
+    """{'bpc', 'nats', 'targets'} over data[:max_bytes] (all of it when max_bytes is 0)."""
+    if max_bytes:
+        data = data[:max_bytes]
+    was_training = model.training
+    model.eval()
+    n_targets = count_targets(data)
+    nats, seen, state = 0.0, 0, None
+    bar = tqdm(total=n_targets, unit="B", unit_scale=True, desc="evaluate", disable=None if progress else True, leave=False)
+    for x, y in eval_batches(data, batch_size, segment_len):
+        out = model(x, state)
+        state = out.state
+        nats += F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100, reduction="sum").item()
+        batch_targets = int((y != -100).sum())
+        seen += batch_targets
+        bar.update(batch_targets)
+    bar.close()
+    model.train(was_training)
+    assert seen == n_targets, f"scored {seen} targets, expected {n_targets}"
+    return {"bpc": nats / (n_targets * math.log(2)) if n_targets else float("nan"), "nats": nats, "targets": n_targets}

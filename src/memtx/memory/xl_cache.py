@@ -1,0 +1,38 @@
+"""Transformer-XL-style cache (Dai et al. 2019) as used by the All-attention network.
+
+Each layer keeps its *input* hidden states of the last C positions, detached, and re-projects keys/values from
+them at the next segment. Gradients stop at the segment boundary. The state is a value: ``forward`` returns the
+next state and never stores it on a module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class XLCacheState:
+    """hidden[l] is (B, C_l, D): layer l's detached input states of the last C_l <= cache length positions."""
+
+    hidden: tuple[Tensor, ...]
+
+    def detach(self) -> XLCacheState:
+        return XLCacheState(tuple(h.detach() for h in self.hidden))
+
+    def to_tensors(self) -> dict[str, Tensor]:
+        """Flat, contiguous tensors for safetensors."""
+        return {f"xl_cache.{i}": h.contiguous() for i, h in enumerate(self.hidden)}
+
+    @staticmethod
+    def from_tensors(tensors: dict[str, Tensor]) -> XLCacheState:
+        n = len([k for k in tensors if k.startswith("xl_cache.")])
+        return XLCacheState(tuple(tensors[f"xl_cache.{i}"] for i in range(n)))
+
+
+def extend(cache: Tensor | None, h: Tensor, length: int) -> Tensor:
+    """Next cache of one layer: the last `length` positions of [cache ; h], detached. (B, <=length, D)."""
+    full = h if cache is None or cache.shape[1] == 0 else torch.cat([cache, h], dim=1)
+    return full[:, -length:].detach()

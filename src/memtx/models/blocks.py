@@ -1,0 +1,59 @@
+"""Layers of the LM: the All-attention block and the Transformer baseline block (both post-norm)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from memtx.memory.persistent import PersistentMemory
+from memtx.models.config import ModelConfig
+from memtx.nn.adaptive_span import AdaptiveSpan
+from memtx.nn.attention import MultiHeadAttention, window_context
+from memtx.nn.feedforward import FeedForward
+
+
+class AllAttentionBlock(nn.Module):
+    """h <- LayerNorm(h + Attn(h over [cache ; h] and the persistent vectors)); no FFN, no residual dropout."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.span = cfg.span
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.persistent = (
+            PersistentMemory(cfg.n_heads, cfg.d_head, cfg.n_persistent) if cfg.n_persistent > 0 else None
+        )
+        self.adaptive_span = (
+            AdaptiveSpan(cfg.n_heads, cfg.span, cfg.span_ramp, cfg.span_init, cfg.span_loss, cfg.span_cache)
+            if cfg.adaptive_span
+            else None
+        )
+        self.norm_attn = nn.LayerNorm(cfg.d_model)
+
+    def cache_len(self) -> int:
+        return self.adaptive_span.cache_len() if self.adaptive_span is not None else self.span
+
+    def forward(self, h: Tensor, cache: Tensor | None, pos: Tensor) -> Tensor:
+        """h (B, T, D); cache (B, C, D) detached states before h, or None; pos (Dh, span) shared table."""
+        window = self.adaptive_span.window() if self.adaptive_span is not None else self.span
+        context, n_pad = window_context(cache, h, window)
+        attn = self.attn(
+            h,
+            context,
+            pos[:, pos.shape[1] - window :],
+            n_pad,
+            extra_kv=self.persistent() if self.persistent is not None else None,
+            span_mask=self.adaptive_span.mask(window) if self.adaptive_span is not None else None,
+        )
+        return self.norm_attn(h + attn)
+
+
+class TransformerBlock(AllAttentionBlock):
+    """The baseline: the attention sublayer above (persistent vectors only if n_persistent > 0), then an FFN."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+        self.norm_ff = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, h: Tensor, cache: Tensor | None, pos: Tensor) -> Tensor:
+        h = super().forward(h, cache, pos)
+        return self.norm_ff(h + self.ff(h))

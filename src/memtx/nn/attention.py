@@ -1,0 +1,64 @@
+"""Multi-head attention over ``[window ; segment]`` that accepts extra key/value prefixes (knows no memory)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from memtx.ops.attention import relative_attention
+
+
+class MultiHeadAttention(nn.Module):
+    """Projections around ``relative_attention``; no biases, as in the official All-attention code."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.kv = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.o = nn.Linear(d_model, d_model, bias=False)
+
+    def _heads(self, x: Tensor) -> Tensor:  # (B, S, D) -> (B, H, S, Dh)
+        b, s, d = x.shape
+        return x.view(b, s, self.n_heads, d // self.n_heads).transpose(1, 2)
+
+    def forward(
+        self,
+        h: Tensor,
+        context: Tensor,
+        pos: Tensor,
+        n_pad: int = 0,
+        extra_kv: tuple[Tensor, Tensor] | None = None,
+        span_mask: Tensor | None = None,
+    ) -> Tensor:
+        """h (B, T, D) queries; context (B, W+T, D) = [window ; h]; pos (Dh, W). Returns (B, T, D)."""
+        k, v = self.kv(context).chunk(2, dim=-1)
+        extra_k, extra_v = extra_kv if extra_kv is not None else (None, None)
+        out = relative_attention(
+            self._heads(self.q(h)),
+            self._heads(k),
+            self._heads(v),
+            pos,
+            n_pad=n_pad,
+            extra_k=extra_k,
+            extra_v=extra_v,
+            span_mask=span_mask,
+            dropout_p=self.dropout,
+            training=self.training,
+        )
+        b, _, t, _ = out.shape
+        return self.o(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def window_context(cache: Tensor | None, h: Tensor, window: int) -> tuple[Tensor, int]:
+    """[last `window` cached states ; h], left-padded with zeros when the cache is shorter.
+
+    cache (B, C, D) or None; h (B, T, D). Returns ((B, W+T, D), n_pad) where n_pad positions are absent.
+    """
+    b, _, d = h.shape
+    c = 0 if cache is None else cache.shape[1]
+    if c >= window:
+        return torch.cat([cache[:, c - window :], h], dim=1), 0
+    parts = [h.new_zeros(b, window - c, d)] + ([cache] if c else []) + [h]
+    return torch.cat(parts, dim=1), window - c

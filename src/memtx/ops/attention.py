@@ -1,0 +1,92 @@
+"""Relative-position attention over a sliding window, with optional extra (persistent) keys/values.
+
+The layout follows the official All-attention / adaptive-span code: scores are kept in *relative* coordinates
+(one column per distance inside the span), so the position term ``q . p_d`` is a plain matmul with the shared
+position table and the softmax only touches the span. Two index maps move between coordinates:
+
+* ``band_view``: absolute scores (T, W+T) -> relative scores (T, W), a zero-copy strided view;
+* ``band_scatter``: relative probabilities (T, W) -> absolute (T, W+T) for the value matmul (pad + reshape).
+
+Query ``i`` of the segment sits at key index ``W+i`` of ``[window ; segment]`` and attends to key indices
+``i+1 .. i+W`` (distances ``W-1 .. 0``: itself and the W-1 tokens before it). Relative column ``r`` is distance
+``W-1-r``; the last column is the token itself. The official code excludes the token itself (it attends to the W
+tokens *before* it); memtx includes it, so that no query ever has an empty context (the first byte of a stream
+with an empty cache) and a segmented pass is exactly a causal band-masked full pass. Compute is the same.
+
+The slow, obviously correct twin is ``memtx.memory.reference.reference_attention``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+RENORM_EPS = 1e-8  # as in the official adaptive-span code
+
+
+def band_view(scores: Tensor, window: int) -> Tensor:
+    """(..., T, W+T) contiguous absolute scores -> (..., T, W) view with ``out[i, r] = scores[i, i+1+r]``."""
+    *lead, t, s = scores.shape
+    if not scores.is_contiguous():
+        scores = scores.contiguous()
+    stride = list(scores.stride()[:-2]) + [s + 1, 1]
+    return scores.as_strided((*lead, t, window), stride, scores.storage_offset() + 1)
+
+
+def band_scatter(probs: Tensor) -> Tensor:
+    """(..., T, W) relative -> (..., T, W+T) absolute with ``out[i, i+1+r] = probs[i, r]``, zeros elsewhere."""
+    *lead, t, w = probs.shape
+    x = F.pad(probs, (1, t + 1))  # (..., T, W+T+2)
+    x = x.reshape(*lead, t * (w + t + 2))[..., : t * (w + t + 1)]
+    return x.reshape(*lead, t, w + t + 1)[..., : w + t]
+
+
+def missing_key_mask(t: int, window: int, n_pad: int, device: torch.device) -> Tensor:
+    """(T, W) bool, True where relative column r of query i points at one of the n_pad absent window keys."""
+    i = torch.arange(t, device=device).unsqueeze(1)
+    r = torch.arange(window, device=device)
+    return (i + 1 + r) < n_pad
+
+
+def relative_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    pos: Tensor,
+    *,
+    n_pad: int = 0,
+    extra_k: Tensor | None = None,
+    extra_v: Tensor | None = None,
+    span_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> Tensor:
+    """Attention of a segment over ``[window ; segment]`` with relative positions and an optional extra prefix.
+
+    Shapes: q (B, H, T, Dh); k, v (B, H, W+T, Dh) where the first ``n_pad`` window positions are absent
+    (masked); pos (Dh, W) position embeddings, column r = distance W-1-r; extra_k, extra_v (H, N, Dh)
+    persistent vectors (no position term, same softmax); span_mask (H, 1, W) soft adaptive-span mask in [0, 1]
+    that multiplies the context probabilities, which are then renormalised jointly with the persistent ones.
+    Returns (B, H, T, Dh).
+    """
+    t, d_head = q.shape[-2], q.shape[-1]
+    window = pos.shape[-1]
+    if k.shape[-2] != window + t:
+        raise ValueError(f"keys cover {k.shape[-2]} positions, expected window {window} + segment {t}")
+    logits = band_view(torch.matmul(q, k.transpose(-1, -2)), window) + torch.matmul(q, pos)  # B,H,T,W
+    if n_pad > 0:
+        logits = logits.masked_fill(missing_key_mask(t, window, n_pad, q.device), float("-inf"))
+    if extra_k is not None:
+        logits = torch.cat([logits, torch.matmul(q, extra_k.transpose(-1, -2))], dim=-1)  # B,H,T,W+N
+    probs = torch.softmax(logits * d_head**-0.5, dim=-1)
+    if span_mask is not None:
+        ctx = probs[..., :window] * span_mask
+        probs = torch.cat([ctx, probs[..., window:]], dim=-1) if extra_k is not None else ctx
+        probs = probs / (probs.sum(-1, keepdim=True) + RENORM_EPS)
+    if dropout_p > 0.0 and training:
+        probs = F.dropout(probs, dropout_p, training=True)
+    out = torch.matmul(band_scatter(probs[..., :window]), v)
+    if extra_v is not None:
+        out = out + torch.matmul(probs[..., window:], extra_v)
+    return out

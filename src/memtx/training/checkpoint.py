@@ -1,0 +1,133 @@
+"""Checkpoints as plain data: weights and carried memory in safetensors, trainer state loadable with
+``torch.load(weights_only=True)``. Nothing a user hands us is ever unpickled.
+
+Layout of a run folder::
+
+    config.json            resolved RunConfig
+    metrics.jsonl          one JSON object per logged step / evaluation
+    model.safetensors      latest weights (metadata: the model config)
+    checkpoints/step_N/    model.safetensors, memory.safetensors, trainer.pt  (the last KEEP are kept)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from memtx.errors import CheckpointError
+
+KEEP = 2
+MODEL_FILE, MEMORY_FILE, TRAINER_FILE = "model.safetensors", "memory.safetensors", "trainer.pt"
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def read_tensors(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: pass a run folder written by 'memtx train'")
+    try:
+        return safetensors.torch.load_file(str(path))
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}): it is truncated or corrupt; "
+            "restore it or resume from an earlier checkpoint"
+        ) from e
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load weights, refusing files saved for another architecture with a one-line reason."""
+    tensors = read_tensors(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    shaped = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or shaped:
+        what = (
+            f"missing {missing[0]}" if missing
+            else f"unexpected {unexpected[0]}" if unexpected
+            else f"{shaped[0]} is {tuple(tensors[shaped[0]].shape)}, expected {tuple(own[shaped[0]].shape)}"
+        )
+        raise CheckpointError(
+            f"{path} holds weights of another architecture ({what}): use it with the config.json it was "
+            "trained with, or start a new run folder"
+        )
+    model.load_state_dict(tensors)
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    dirs = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("step_") and (d / TRAINER_FILE).is_file()]
+    return sorted(dirs, key=lambda d: int(d.name.removeprefix("step_")))
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    memory: dict[str, Tensor] | None,
+    trainer_state: dict[str, Any],
+    metadata: dict[str, str],
+) -> Path:
+    """Write checkpoints/step_N atomically (temporary folder, then rename) and keep the last KEEP."""
+    root = run_dir / "checkpoints"
+    final = root / f"step_{step:09d}"
+    tmp = root / f".tmp_step_{step:09d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(model, tmp / MODEL_FILE, metadata)
+    safetensors.torch.save_file(memory or {}, str(tmp / MEMORY_FILE), metadata={"empty": str(memory is None)})
+    torch.save(trainer_state, tmp / TRAINER_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in checkpoint_dirs(run_dir)[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(ckpt: Path, model: nn.Module) -> tuple[dict[str, Tensor] | None, dict[str, Any]]:
+    """Restore weights into `model`; return (carried memory tensors or None, trainer state)."""
+    load_weights(model, ckpt / MODEL_FILE)
+    with safetensors.safe_open(str(ckpt / MEMORY_FILE), "pt") as f:
+        empty = (f.metadata() or {}).get("empty") == "True"
+    memory = None if empty else read_tensors(ckpt / MEMORY_FILE)
+    try:
+        trainer_state = torch.load(ckpt / TRAINER_FILE, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise CheckpointError(
+            f"{ckpt / TRAINER_FILE} cannot be loaded safely ({type(e).__name__}): it is corrupt or not a memtx "
+            "trainer state; resume from an earlier checkpoint"
+        ) from e
+    return memory, trainer_state
+
+
+def model_metadata(model_config: dict[str, Any]) -> dict[str, str]:
+    return {"format": "memtx", "model_config": json.dumps(model_config)}
+
+
+def load_run(run_dir: str | Path):
+    """(RunConfig, TransformerLM in eval mode) from a run folder's config.json and model.safetensors."""
+    from memtx.models.transformer_lm import TransformerLM
+    from memtx.training.config import RunConfig
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist: pass a folder written by 'memtx train'")
+    cfg = RunConfig.load(run_dir)
+    model = TransformerLM(cfg.model)
+    load_weights(model, run_dir / MODEL_FILE)
+    return cfg, model.eval()

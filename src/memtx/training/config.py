@@ -1,0 +1,117 @@
+"""Typed, frozen run configuration; every run saves the resolved one as ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from memtx.errors import ConfigError
+from memtx.models.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = "default"
+    """'default' (embedded, ships with Python), 'pg9', 'enwik8', 'text8', or a path to a text file or folder."""
+    data_dir: str | None = None
+    """Where to find PG-9 (the gutenberg folder) or keep enwik8/text8 downloads; None = the usual places."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adagrad", "adam", "adamw"] = "adagrad"
+    """'adagrad' (char-level runs of the paper) or 'adam' / 'adamw'."""
+    lr: float = 0.07
+    """Peak learning rate."""
+    warmup: int = 0
+    """Linear warm-up steps."""
+    clip: float = 0.03
+    """adagrad: per-tensor step-size clip at this gradient norm (official code); adam(w): global norm clip.
+    0 = off."""
+    weight_decay: float = 0.0
+    """Weight decay (decoupled for adamw)."""
+    beta1: float = 0.9
+    beta2: float = 0.999
+    decay_at: int = 0
+    """Step at which the learning rate is multiplied by decay_factor (the paper's fine-tuning stage); 0 = never."""
+    decay_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adagrad", "adam", "adamw"):
+            raise ConfigError(f"optim.name must be adagrad, adam or adamw, got {self.name!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        for name in ("warmup", "decay_at"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        if self.clip < 0 or self.weight_decay < 0:
+            raise ConfigError("optim.clip and optim.weight_decay must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 16
+    """B: parallel contiguous streams per step."""
+    segment_len: int = 256
+    """T: tokens per stream per step (the cache carries context across steps)."""
+    max_steps: int = 1000
+    """Stop after this many optimiser steps."""
+    max_time: float = 0.0
+    """Stop after this many seconds of training (evaluation and checkpoints not counted); 0 = no limit."""
+    seed: int = 0
+    """Seed of parameters, dropout and sampling."""
+    out: str = ""
+    """Run folder; '' = runs/<preset>."""
+    log_every: int = 10
+    """Steps between lines of metrics.jsonl."""
+    eval_every: int = 0
+    """Steps between validation passes (0 = only at the end)."""
+    eval_bytes: int = 0
+    """Validation bytes used by the periodic passes (0 = the whole split). The final pass uses the whole split."""
+    eval_batch_size: int = 8
+    """Parallel streams of the exact evaluation (each cold-starts its cache)."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (one is also written at the end and when interrupted)."""
+    sample_len: int = 300
+    """Bytes sampled at the end of training (0 = none)."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "segment_len", "max_steps", "log_every", "eval_batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_time", "eval_every", "eval_bytes", "sample_len"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RunConfig:
+        try:
+            return RunConfig(
+                model=ModelConfig(**d["model"]),
+                data=DataConfig(**d["data"]),
+                optim=OptimConfig(**d["optim"]),
+                **{k: v for k, v in d.items() if k not in ("model", "data", "optim")},
+            )
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"config.json does not describe a memtx run ({e}): was it written by memtx?") from e
+
+    @staticmethod
+    def load(run_dir: str | Path) -> RunConfig:
+        path = Path(run_dir) / "config.json"
+        try:
+            return RunConfig.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError as e:
+            raise ConfigError(f"{path} not found: pass a run folder written by 'memtx train'") from e
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read {path} ({e}): pass a run folder written by 'memtx train'") from e
