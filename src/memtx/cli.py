@@ -12,6 +12,7 @@ import tyro
 
 from memtx.errors import ConfigError, MemtxError
 from memtx.presets import DEFAULT_PRESET, PRESETS
+from memtx.runtime import tune_allocator
 from memtx.training.config import RunConfig
 
 USAGE = """usage: memtx {train,evaluate,generate} ...
@@ -87,13 +88,19 @@ def _train(argv: list[str]) -> int:
     )
     run_dir = Path(cmd.run.out or f"runs/{argv[0]}")
     summary = train(cmd.run, run_dir, resume=cmd.resume, progress=cmd.progress)
-    print(f"run folder: {summary['run_dir']}  ({summary['steps']} steps, {summary['train_time_s']} s, stop: {summary['stop']})")
+    s = summary
+    print(f"run folder: {s['run_dir']}  ({s['steps']} steps, {s['train_time_s']} s of training, stop: {s['stop']})")
     print(f"parameters: {summary['params']:,}   median tokens/s: {summary['tokens_per_s_median']}")
     if "valid_bpc" in summary:
         print(f"valid bits per byte: {summary['valid_bpc']:.4f}  ({summary['valid_bytes']:,} bytes, exact)")
     if "sample" in summary:
         print(f"--- sample (prompt from the valid split, then {len(summary['sample'])} generated chars) ---")
-        print(summary["sample_prompt"] + "\033[1m" * sys.stdout.isatty() + summary["sample"] + "\033[0m" * sys.stdout.isatty())
+        print(
+            summary["sample_prompt"]
+            + "\033[1m" * sys.stdout.isatty()
+            + summary["sample"]
+            + "\033[0m" * sys.stdout.isatty()
+        )
     if cmd.json:
         print(json.dumps(summary))
     return 0
@@ -110,7 +117,12 @@ def _evaluate(argv: list[str]) -> int:
     cfg, model = load_run(cmd.run_dir)
     data = load_corpus(cfg.data.corpus, cfg.data.data_dir).split(cmd.split)
     res = evaluate_lm(
-        model, data, cmd.batch_size or cfg.eval_batch_size, cfg.segment_len, cmd.max_bytes, progress=cmd.progress
+        model,
+        data,
+        cmd.batch_size or cfg.eval_batch_size,
+        cfg.segment_len,
+        cmd.max_bytes,
+        progress=cmd.progress,
     )
     result = {"split": cmd.split, "bpc": res["bpc"], "bytes": res["targets"], "nats": res["nats"]}
     print(f"{cmd.split} bits per byte: {res['bpc']:.4f}  ({res['targets']:,} bytes scored)")
@@ -128,8 +140,13 @@ def _generate(argv: list[str]) -> int:
         raise ConfigError(f"--length must be >= 0, got {cmd.length}")
     cfg, model = load_run(cmd.run_dir)
     text = sample_text(
-        model, cmd.prompt.encode(), cmd.length, cmd.seed, cfg.segment_len,
-        temperature=cmd.temperature, top_k=cmd.top_k or None,
+        model,
+        cmd.prompt.encode(),
+        cmd.length,
+        cmd.seed,
+        cfg.segment_len,
+        temperature=cmd.temperature,
+        top_k=cmd.top_k or None,
     )
     print(cmd.prompt + text)
     if cmd.json:
@@ -141,6 +158,8 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "generate": _generate}
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real process (not a test calling main): choose its allocator settings
+        tune_allocator()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

@@ -37,15 +37,32 @@ def _paper(corpus: str, model: ModelConfig, steps: int, decay_at: int) -> RunCon
 
 def _allattn(n_layers: int, n_persistent: int, dropout: float) -> ModelConfig:
     return ModelConfig(
-        n_layers=n_layers, d_model=512, n_heads=8, block="allattn", n_persistent=n_persistent, span=8192,
-        dropout=dropout, adaptive_span=True, span_loss=1e-7, span_cache=True,
+        n_layers=n_layers,
+        d_model=512,
+        n_heads=8,
+        block="allattn",
+        n_persistent=n_persistent,
+        span=8192,
+        dropout=dropout,
+        adaptive_span=True,
+        span_loss=1e-7,
+        span_cache=True,
     )
 
 
 def _adaptive_span_transformer(n_layers: int, d_model: int, d_ff: int, dropout: float) -> ModelConfig:
     return ModelConfig(
-        n_layers=n_layers, d_model=d_model, n_heads=8, block="transformer", n_persistent=0, d_ff=d_ff, span=8192,
-        dropout=dropout, adaptive_span=True, span_loss=5e-7, span_cache=True,
+        n_layers=n_layers,
+        d_model=d_model,
+        n_heads=8,
+        block="transformer",
+        n_persistent=0,
+        d_ff=d_ff,
+        span=8192,
+        dropout=dropout,
+        adaptive_span=True,
+        span_loss=5e-7,
+        span_cache=True,
     )
 
 

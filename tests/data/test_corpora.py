@@ -126,9 +126,7 @@ def test_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: boo
     # Patched rather than chmod-ed: root can read a mode-000 file.
     monkeypatch.setattr(corpora.Path, "read_bytes", deny)
     monkeypatch.setattr(corpora.np, "memmap", deny)
-    raises_one_line(
-        "cannot read .*Permission denied", load_corpus, str(tmp_path if folder else tmp_path / "t.txt")
-    )
+    raises_one_line("cannot read .*Permission denied", load_corpus, str(tmp_path if folder else tmp_path / "t.txt"))
 
 
 # ---------------------------------------------------------------------------------------------- pg9

@@ -244,9 +244,7 @@ def _load_pg9(data_dir: str | os.PathLike | None) -> Corpus:
     info = {
         "spec": "pg9",
         "folder": str(folder.resolve()),
-        "files": [
-            {"name": p.name, "bytes": len(parts[n]), "sha256": PG9_BOOKS[n][1]} for n, p in books.items()
-        ],
+        "files": [{"name": p.name, "bytes": len(parts[n]), "sha256": PG9_BOOKS[n][1]} for n, p in books.items()],
         "train_files": [books[n].name for n in train_nums],
         "valid_file": books[PG9_VALID].name,
         "test_file": books[PG9_TEST].name,
@@ -306,9 +304,7 @@ def _extract(zip_path: Path, member: str, dest: Path) -> None:
                 out.write(chunk)
         os.replace(tmp, dest)
     except (zipfile.BadZipFile, KeyError, OSError) as e:
-        raise DataError(
-            f"cannot extract {member!r} from '{zip_path}' ({_one_line(e)}): delete it and run again"
-        ) from e
+        raise DataError(f"cannot extract {member!r} from '{zip_path}' ({_one_line(e)}): delete it and run again") from e
     finally:
         tmp.unlink(missing_ok=True)
 

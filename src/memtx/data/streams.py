@@ -86,9 +86,7 @@ def count_targets(data: np.ndarray) -> int:
     return max(len(data) - 1, 0)
 
 
-def eval_batches(
-    data: np.ndarray, batch_size: int, seg_len: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(data: np.ndarray, batch_size: int, seg_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Exact evaluation batches ``(x, y)``, int64 ``(B', W)`` with ``B' = min(B, n-1)`` and ``W <= T``.
 
     The ``n - 1`` targets are cut into ``B'`` contiguous chunks whose sizes differ by at most one; chunk

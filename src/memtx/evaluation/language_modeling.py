@@ -32,15 +32,28 @@ def evaluate_lm(
     model.eval()
     n_targets = count_targets(data)
     nats, seen, state = 0.0, 0, None
-    bar = tqdm(total=n_targets, unit="B", unit_scale=True, desc="evaluate", disable=None if progress else True, leave=False)
+    bar = tqdm(
+        total=n_targets,
+        unit="B",
+        unit_scale=True,
+        desc="evaluate",
+        disable=None if progress else True,
+        leave=False,
+    )
     for x, y in eval_batches(data, batch_size, segment_len):
         out = model(x, state)
         state = out.state
-        nats += F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100, reduction="sum").item()
+        nats += F.cross_entropy(
+            out.logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100, reduction="sum"
+        ).item()
         batch_targets = int((y != -100).sum())
         seen += batch_targets
         bar.update(batch_targets)
     bar.close()
     model.train(was_training)
     assert seen == n_targets, f"scored {seen} targets, expected {n_targets}"
-    return {"bpc": nats / (n_targets * math.log(2)) if n_targets else float("nan"), "nats": nats, "targets": n_targets}
+    return {
+        "bpc": nats / (n_targets * math.log(2)) if n_targets else float("nan"),
+        "nats": nats,
+        "targets": n_targets,
+    }

@@ -18,9 +18,7 @@ class AllAttentionBlock(nn.Module):
         super().__init__()
         self.span = cfg.span
         self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
-        self.persistent = (
-            PersistentMemory(cfg.n_heads, cfg.d_head, cfg.n_persistent) if cfg.n_persistent > 0 else None
-        )
+        self.persistent = PersistentMemory(cfg.n_heads, cfg.d_head, cfg.n_persistent) if cfg.n_persistent > 0 else None
         self.adaptive_span = (
             AdaptiveSpan(cfg.n_heads, cfg.span, cfg.span_ramp, cfg.span_init, cfg.span_loss, cfg.span_cache)
             if cfg.adaptive_span

@@ -55,8 +55,10 @@ def load_weights(model: nn.Module, path: Path) -> None:
     shaped = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if missing or unexpected or shaped:
         what = (
-            f"missing {missing[0]}" if missing
-            else f"unexpected {unexpected[0]}" if unexpected
+            f"missing {missing[0]}"
+            if missing
+            else f"unexpected {unexpected[0]}"
+            if unexpected
             else f"{shaped[0]} is {tuple(tensors[shaped[0]].shape)}, expected {tuple(own[shaped[0]].shape)}"
         )
         raise CheckpointError(

@@ -84,7 +84,14 @@ class RunConfig:
     """Bytes sampled at the end of training (0 = none)."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "segment_len", "max_steps", "log_every", "eval_batch_size", "checkpoint_every"):
+        for name in (
+            "batch_size",
+            "segment_len",
+            "max_steps",
+            "log_every",
+            "eval_batch_size",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("max_time", "eval_every", "eval_bytes", "sample_len"):

@@ -81,9 +81,7 @@ def sample_text(
     """Decoded continuation of `prompt` (a newline when empty)."""
     ids = torch.tensor([list(prompt or b"\n")], dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
-    out = generate(
-        model, ids, length, temperature=temperature, top_k=top_k, segment_len=segment_len, generator=gen
-    )
+    out = generate(model, ids, length, temperature=temperature, top_k=top_k, segment_len=segment_len, generator=gen)
     return decode(out[0])
 
 
@@ -164,18 +162,26 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
             step += 1
             dt = time.perf_counter() - t0
             elapsed += dt
-            window_loss, window_steps, window_time = window_loss + loss.item(), window_steps + 1, window_time + dt
+            window_loss, window_steps, window_time = (
+                window_loss + loss.item(),
+                window_steps + 1,
+                window_time + dt,
+            )
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 speed = window_steps * batch.x.numel() / window_time
                 speeds.append(speed)
                 bpc = window_loss / window_steps / math.log(2)
                 metrics.write(
-                    step=step, train_bpc=bpc, lr=schedule.get_last_lr()[0], tokens_per_s=speed, elapsed=elapsed
+                    step=step,
+                    train_bpc=bpc,
+                    lr=schedule.get_last_lr()[0],
+                    tokens_per_s=speed,
+                    elapsed=elapsed,
                 )
                 bar.set_postfix(bpc=f"{bpc:.3f}", tok_s=f"{speed:.0f}")
                 window_loss, window_steps, window_time = 0.0, 0, 0.0
             bar.update(1)
-            if cfg.eval_every and step % cfg.eval_every == 0:
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:  # the last is the final pass
                 ev = evaluate_lm(model, corpus.valid, cfg.eval_batch_size, cfg.segment_len, cfg.eval_bytes)
                 metrics.write(step=step, valid_bpc=ev["bpc"], valid_bytes=ev["targets"], partial=bool(cfg.eval_bytes))
             if step % cfg.checkpoint_every == 0:

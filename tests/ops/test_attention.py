@@ -1,0 +1,75 @@
+"""The fast relative attention equals its slow twin, forward and every gradient."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memtx.memory.reference import reference_attention
+from memtx.ops.attention import band_scatter, band_view, relative_attention
+
+
+def _inputs(B, H, T, W, Dh, N, span_mask, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
+    x = dict(q=r(B, H, T, Dh), k=r(B, H, W + T, Dh), v=r(B, H, W + T, Dh), pos=r(Dh, W))
+    if N:
+        x.update(extra_k=r(H, N, Dh), extra_v=r(H, N, Dh))
+    if span_mask:
+        x["span_mask"] = torch.rand(H, 1, W, generator=g, dtype=torch.float64).requires_grad_()
+    return x
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    T=st.integers(1, 6),
+    W=st.integers(1, 7),
+    N=st.integers(0, 3),
+    span_mask=st.booleans(),
+    pad=st.integers(0, 7),
+)
+def test_fast_equals_reference_forward_and_grads(T, W, N, span_mask, pad):
+    n_pad = min(pad, W)
+    x = _inputs(2, 2, T, W, 3, N, span_mask)
+    fast = relative_attention(**x, n_pad=n_pad)
+    ref = reference_attention(**x, n_pad=n_pad)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+    w = torch.randn_like(fast)
+    g_fast = torch.autograd.grad((fast * w).sum(), list(x.values()))
+    g_ref = torch.autograd.grad((ref * w).sum(), list(x.values()))
+    for name, a, b in zip(x, g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
+
+
+def test_no_persistent_no_positions_is_plain_band_attention():
+    """N=0 and a zero position table reduce to softmax attention under the causal band mask."""
+    B, H, T, W, Dh = 2, 3, 5, 4, 8
+    x = _inputs(B, H, T, W, Dh, 0, False)
+    out = relative_attention(x["q"], x["k"], x["v"], torch.zeros(Dh, W, dtype=torch.float64), n_pad=1)
+    a = W + torch.arange(T).unsqueeze(1)  # absolute index of each query
+    j = torch.arange(W + T)
+    band = (j <= a) & (j > a - W) & (j >= 1)
+    plain = F.scaled_dot_product_attention(x["q"], x["k"], x["v"], attn_mask=band)
+    torch.testing.assert_close(out, plain)
+
+
+def test_band_view_and_scatter_are_inverse_index_maps():
+    T, W = 4, 3
+    scores = torch.arange(T * (W + T), dtype=torch.float64).view(T, W + T)
+    rel = band_view(scores, W)
+    for i in range(T):
+        for r in range(W):
+            assert rel[i, r] == scores[i, i + 1 + r]
+    back = band_scatter(rel)
+    mask = torch.zeros(T, W + T, dtype=torch.bool)
+    for i in range(T):
+        mask[i, i + 1 : i + 1 + W] = True
+    assert torch.equal(back[mask], scores[mask])
+    assert torch.all(back[~mask] == 0)
+
+
+def test_key_count_mismatch_is_rejected():
+    x = _inputs(1, 1, 3, 4, 2, 0, False)
+    with pytest.raises(ValueError, match="expected window"):
+        relative_attention(x["q"], x["k"][..., 1:, :], x["v"], x["pos"])

@@ -1,0 +1,42 @@
+"""Train 2k steps == train k, save, resume, train k: identical losses and weights, bit for bit on CPU."""
+
+import json
+
+import safetensors.torch
+import torch
+from helpers import tiny_run
+
+from memtx.training.checkpoint import checkpoint_dirs
+from memtx.training.trainer import train
+
+
+def losses(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["train_bpc"]) for r in map(json.loads, lines) if "train_bpc" in r]
+
+
+def test_resume_is_bit_exact(tmp_path, corpus_file):
+    from dataclasses import replace
+
+    cfg = tiny_run(str(corpus_file), max_steps=12)
+    cfg = replace(cfg, model=replace(cfg.model, adaptive_span=True, span_init=0.3, span_ramp=4))
+    full = train(cfg, tmp_path / "full", progress=False)
+    first = train(replace(cfg, max_steps=6), tmp_path / "split", progress=False)
+    assert first["steps"] == 6 and len(checkpoint_dirs(tmp_path / "split")) == 1
+    second = train(cfg, tmp_path / "split", resume=True, progress=False)
+    assert second["steps"] == 12
+    assert losses(tmp_path / "split") == losses(tmp_path / "full")
+    a = safetensors.torch.load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = safetensors.torch.load_file(str(tmp_path / "split" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert second["valid_bpc"] == full["valid_bpc"]
+    # the carried cache of step 12 is part of the checkpoint
+    last = checkpoint_dirs(tmp_path / "split")[-1]
+    mem = safetensors.torch.load_file(str(last / "memory.safetensors"))
+    assert len(mem) == cfg.model.n_layers and all(v.shape[0] == cfg.batch_size for v in mem.values())
+
+
+def test_trainer_state_loads_with_weights_only(tmp_path, corpus_file):
+    train(tiny_run(str(corpus_file), max_steps=2), tmp_path / "run", progress=False)
+    state = torch.load(checkpoint_dirs(tmp_path / "run")[-1] / "trainer.pt", weights_only=True)
+    assert state["step"] == 2 and "optimizer" in state and "streams" in state
