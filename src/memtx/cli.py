@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -39,7 +43,7 @@ class TrainCommand:
 
 @dataclass(frozen=True)
 class EvaluateCommand:
-    run_dir: tyro.conf.Positional[str]
+    run_dir: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="RUN_DIR")]
     """Run folder written by 'memtx train'."""
     split: Literal["valid", "test"] = "valid"
     """Split of the run's corpus to score."""
@@ -55,7 +59,7 @@ class EvaluateCommand:
 
 @dataclass(frozen=True)
 class GenerateCommand:
-    run_dir: tyro.conf.Positional[str]
+    run_dir: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="RUN_DIR")]
     """Run folder written by 'memtx train'."""
     prompt: str = "\n"
     """Text to continue."""
@@ -71,23 +75,60 @@ class GenerateCommand:
     """End with one JSON line of the results."""
 
 
-def _train(argv: list[str]) -> int:
-    from memtx.training.trainer import train
+def _parse(parse, prog: str):
+    """Run a tyro parser; turn its boxed usage errors into memtx's one-line error (help still prints in full)."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            return parse()
+    except SystemExit as e:
+        if not e.code:
+            sys.stderr.write(buffer.getvalue())
+            raise
+        # tyro draws a box (unicode or ASCII): keep its title and first paragraph, drop borders and help text
+        rows = []
+        for line in buffer.getvalue().splitlines():
+            if re.fullmatch(r"[\s\-─━═│|+╭╮╰╯]*", line):
+                continue
+            row = line.strip(" │╭╮╰╯─━═|")
+            if row.startswith(("Argument helptext", "For full helptext", "Available subcommands")):
+                break
+            rows.append(row)
+        title, *body = rows or ["invalid arguments"]
+        if body and body[0].startswith(title):
+            title, *body = body
+        message = re.sub(r"\s+", " ", f"{title}: {' '.join(body)}" if body else title)
+        raise ConfigError(f"{message} (see {prog} --help)") from None
 
+
+def parse_train_args(argv: list[str]) -> TrainCommand:
+    """`memtx train` arguments -> TrainCommand (PRESET defaults to quickstart; --out to runs/PRESET)."""
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = [DEFAULT_PRESET, *argv]
     if not argv[0].startswith("-") and argv[0] not in PRESETS:
         raise ConfigError(
             f"unknown preset {argv[0]!r}: choose one of {', '.join(PRESETS)} (memtx train --help describes them)"
         )
-    cmd = tyro.extras.overridable_config_cli(
-        {name: (desc, TrainCommand(run=cfg)) for name, (desc, cfg) in PRESETS.items()},
-        prog="memtx train",
-        description="Train a preset; every field can be overridden (e.g. --max-steps 100 --model.n-layers 4).",
-        args=argv,
+    cmd = _parse(
+        lambda: tyro.extras.overridable_config_cli(
+            {name: (desc, TrainCommand(run=cfg)) for name, (desc, cfg) in PRESETS.items()},
+            prog="memtx train",
+            description="Train a preset; every field can be overridden (e.g. --max-steps 100 --model.n-layers 4).",
+            args=argv,
+        ),
+        "memtx train",
     )
-    run_dir = Path(cmd.run.out or f"runs/{argv[0]}")
+    return cmd if cmd.run.out else replace(cmd, run=replace(cmd.run, out=f"runs/{argv[0]}"))
+
+
+def _train(argv: list[str]) -> int:
+    from memtx.training.trainer import train
+
+    cmd = parse_train_args(argv)
+    run_dir = Path(cmd.run.out)
     summary = train(cmd.run, run_dir, resume=cmd.resume, progress=cmd.progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     s = summary
     print(f"run folder: {s['run_dir']}  ({s['steps']} steps, {s['train_time_s']} s of training, stop: {s['stop']})")
     print(f"parameters: {summary['params']:,}   median tokens/s: {summary['tokens_per_s_median']}")
@@ -111,7 +152,12 @@ def _evaluate(argv: list[str]) -> int:
     from memtx.evaluation.language_modeling import evaluate_lm
     from memtx.training.checkpoint import load_run
 
-    cmd = tyro.cli(EvaluateCommand, prog="memtx evaluate", args=argv, description="Exact bits per byte of a run.")
+    cmd = _parse(
+        lambda: tyro.cli(
+            EvaluateCommand, prog="memtx evaluate", args=argv, description="Exact bits per byte of a run."
+        ),
+        "memtx evaluate",
+    )
     if cmd.max_bytes < 0 or cmd.batch_size < 0:
         raise ConfigError("--max-bytes and --batch-size must be >= 0")
     cfg, model = load_run(cmd.run_dir)
@@ -135,22 +181,21 @@ def _generate(argv: list[str]) -> int:
     from memtx.training.checkpoint import load_run
     from memtx.training.trainer import sample_text
 
-    cmd = tyro.cli(GenerateCommand, prog="memtx generate", args=argv, description="Sample a continuation.")
+    cmd = _parse(
+        lambda: tyro.cli(GenerateCommand, prog="memtx generate", args=argv, description="Sample a continuation."),
+        "memtx generate",
+    )
     if cmd.length < 0:
         raise ConfigError(f"--length must be >= 0, got {cmd.length}")
     cfg, model = load_run(cmd.run_dir)
+    prompt = cmd.prompt.encode("utf-8", "surrogateescape")  # the raw bytes the shell passed, valid UTF-8 or not
     text = sample_text(
-        model,
-        cmd.prompt.encode(),
-        cmd.length,
-        cmd.seed,
-        cfg.segment_len,
-        temperature=cmd.temperature,
-        top_k=cmd.top_k or None,
+        model, prompt, cmd.length, cmd.seed, cfg.segment_len, temperature=cmd.temperature, top_k=cmd.top_k or None
     )
-    print(cmd.prompt + text)
+    shown = prompt.decode("utf-8", "replace")
+    print(shown + text)
     if cmd.json:
-        print(json.dumps({"prompt": cmd.prompt, "text": text}))
+        print(json.dumps({"prompt": shown, "text": text}))
     return 0
 
 

@@ -272,7 +272,7 @@ def _download(url: str, dest: Path, sha256: str, size: int) -> None:
         with os.fdopen(fd, "wb") as out:
             with urllib.request.urlopen(url, timeout=60) as resp:
                 total = int(resp.headers.get("Content-Length") or size)
-                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False, disable=None) as bar:
                     while chunk := resp.read(_CHUNK):
                         out.write(chunk)
                         h.update(chunk)

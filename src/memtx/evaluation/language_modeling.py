@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -24,8 +25,14 @@ def evaluate_lm(
     segment_len: int,
     max_bytes: int = 0,
     progress: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
-    """{'bpc', 'nats', 'targets'} over data[:max_bytes] (all of it when max_bytes is 0)."""
+    """{'bpc', 'nats', 'targets'} over data[:max_bytes] (all of it when max_bytes is 0).
+
+    With world > 1 (inside a torchrun process group) rank r scores chunks r, r+W, ... and the nats and target
+    counts of all ranks are summed exactly.
+    """
     if max_bytes:
         data = data[:max_bytes]
     was_training = model.training
@@ -41,6 +48,7 @@ def evaluate_lm(
         leave=False,
     )
     for x, y in eval_batches(data, batch_size, segment_len):
+        x, y = x[rank::world], y[rank::world]  # every rank runs every batch (a sharded model needs them all)
         out = model(x, state)
         state = out.state
         nats += F.cross_entropy(
@@ -48,9 +56,13 @@ def evaluate_lm(
         ).item()
         batch_targets = int((y != -100).sum())
         seen += batch_targets
-        bar.update(batch_targets)
+        bar.update(batch_targets * world)
     bar.close()
     model.train(was_training)
+    if world > 1:
+        totals = torch.tensor([nats, float(seen)], dtype=torch.float64)
+        dist.all_reduce(totals)
+        nats, seen = totals[0].item(), int(totals[1].item())
     assert seen == n_targets, f"scored {seen} targets, expected {n_targets}"
     return {
         "bpc": nats / (n_targets * math.log(2)) if n_targets else float("nan"),

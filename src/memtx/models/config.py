@@ -50,6 +50,9 @@ class ModelConfig:
     """With adaptive span: trim the cache (and the attention compute) to the learned span."""
 
     def __post_init__(self) -> None:
+        for name in ("dropout", "emb_dropout", "span_init", "span_loss"):
+            if getattr(self, name) != getattr(self, name):
+                raise ConfigError(f"model.{name} is NaN: give a number")
         positive = ("vocab_size", "n_layers", "d_model", "n_heads", "span", "span_ramp")
         for name in positive:
             if getattr(self, name) < 1:

@@ -6,13 +6,20 @@ Layout of a run folder::
     config.json            resolved RunConfig
     metrics.jsonl          one JSON object per logged step / evaluation
     model.safetensors      latest weights (metadata: the model config)
-    checkpoints/step_N/    model.safetensors, memory.safetensors, trainer.pt  (the last KEEP are kept)
+    checkpoints/step_N/    model.safetensors, memory.safetensors, trainer.pt, manifest.json (sha256 of each)
+
+A checkpoint is written into a temporary folder, every file fsynced, its manifest written last, and the folder
+renamed into place; the last ``keep`` are kept. On resume the newest checkpoint whose files match their manifest is
+used; a corrupt or half-written one is skipped with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +30,36 @@ from torch import Tensor, nn
 
 from memtx.errors import CheckpointError
 
-KEEP = 2
-MODEL_FILE, MEMORY_FILE, TRAINER_FILE = "model.safetensors", "memory.safetensors", "trainer.pt"
+MODEL_FILE, MEMORY_FILE, TRAINER_FILE, MANIFEST_FILE = (
+    "model.safetensors",
+    "memory.safetensors",
+    "trainer.pt",
+    "manifest.json",
+)
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(state_dict: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Atomic: write a temporary file, fsync, rename."""
     tmp = path.with_name(path.name + ".tmp")
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous() for k, v in state_dict.items()}
     safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
+    _fsync(tmp)
     tmp.replace(path)
 
 
@@ -69,34 +98,75 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Checkpoint folders that were renamed into place (complete when written), oldest first."""
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    dirs = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("step_") and (d / TRAINER_FILE).is_file()]
+    dirs = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("step_")]
     return sorted(dirs, key=lambda d: int(d.name.removeprefix("step_")))
+
+
+def verify_checkpoint(ckpt: Path) -> str | None:
+    """None if every file matches the manifest, else what is wrong (one line)."""
+    try:
+        manifest = json.loads((ckpt / MANIFEST_FILE).read_text())
+        for name, digest in manifest["sha256"].items():
+            if not (ckpt / name).is_file():
+                return f"{name} is missing"
+            if _sha256(ckpt / name) != digest:
+                return f"{name} does not match its sha256"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable manifest ({type(e).__name__})"
+    return None
+
+
+def latest_good_checkpoint(run_dir: Path) -> Path | None:
+    """The newest verified checkpoint, warning on stderr about each newer one that is corrupt."""
+    for ckpt in reversed(checkpoint_dirs(run_dir)):
+        problem = verify_checkpoint(ckpt)
+        if problem is None:
+            return ckpt
+        older = [d.name for d in checkpoint_dirs(run_dir) if d < ckpt and verify_checkpoint(d) is None]
+        fallback = f"using {older[-1]}" if older else "no earlier checkpoint"
+        print(f"memtx: warning: checkpoint {ckpt.name} is corrupt ({problem}); {fallback}", file=sys.stderr)
+    return None
 
 
 def save_checkpoint(
     run_dir: Path,
     step: int,
-    model: nn.Module,
+    weights: dict[str, Tensor],
     memory: dict[str, Tensor] | None,
     trainer_state: dict[str, Any],
     metadata: dict[str, str],
+    keep: int,
 ) -> Path:
-    """Write checkpoints/step_N atomically (temporary folder, then rename) and keep the last KEEP."""
+    """Write checkpoints/step_N (temporary folder, fsync, manifest, rename) and keep the last `keep`."""
     root = run_dir / "checkpoints"
     final = root / f"step_{step:09d}"
     tmp = root / f".tmp_step_{step:09d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(model, tmp / MODEL_FILE, metadata)
-    safetensors.torch.save_file(memory or {}, str(tmp / MEMORY_FILE), metadata={"empty": str(memory is None)})
-    torch.save(trainer_state, tmp / TRAINER_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in checkpoint_dirs(run_dir)[:-KEEP]:
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_weights(weights, tmp / MODEL_FILE, metadata)
+        safetensors.torch.save_file(memory or {}, str(tmp / MEMORY_FILE), metadata={"empty": str(memory is None)})
+        torch.save(trainer_state, tmp / TRAINER_FILE)
+        files = (MODEL_FILE, MEMORY_FILE, TRAINER_FILE)
+        for name in files:
+            _fsync(tmp / name)
+        (tmp / MANIFEST_FILE).write_text(json.dumps({"step": step, "sha256": {n: _sha256(tmp / n) for n in files}}))
+        _fsync(tmp / MANIFEST_FILE)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        _fsync(root)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        good = [d.name for d in checkpoint_dirs(run_dir)]
+        kept = f"the last checkpoint ({good[-1]}) is intact" if good else "no earlier checkpoint exists"
+        raise CheckpointError(
+            f"cannot write checkpoint {final} ({e.strerror or e}): free disk space or choose another --out; {kept}"
+        ) from e
+    for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

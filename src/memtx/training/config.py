@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from memtx.errors import ConfigError
+from memtx.errors import CheckpointError, ConfigError
 from memtx.models.config import ModelConfig
 
 
@@ -40,6 +41,7 @@ class OptimConfig:
     decay_factor: float = 0.1
 
     def __post_init__(self) -> None:
+        _require_finite(self, "optim")
         if self.name not in ("adagrad", "adam", "adamw"):
             raise ConfigError(f"optim.name must be adagrad, adam or adamw, got {self.name!r}")
         if self.lr <= 0:
@@ -82,8 +84,17 @@ class RunConfig:
     """Steps between checkpoints (one is also written at the end and when interrupted)."""
     sample_len: int = 300
     """Bytes sampled at the end of training (0 = none)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in the run folder (the newest ones)."""
+    max_bad_steps: int = 20
+    """Consecutive steps with non-finite loss or gradients (each skipped) after which training stops."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun: DDP (replicated weights) or FSDP2 fully_shard (sharded weights and optimizer state)."""
 
     def __post_init__(self) -> None:
+        _require_finite(self, "")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ConfigError(f"parallel must be ddp or fsdp, got {self.parallel!r}")
         for name in (
             "batch_size",
             "segment_len",
@@ -111,7 +122,10 @@ class RunConfig:
                 **{k: v for k, v in d.items() if k not in ("model", "data", "optim")},
             )
         except (KeyError, TypeError) as e:
-            raise ConfigError(f"config.json does not describe a memtx run ({e}): was it written by memtx?") from e
+            raise CheckpointError(
+                f"config.json does not describe a memtx run ({type(e).__name__}: {e}): pass a run folder written by "
+                "'memtx train'"
+            ) from e
 
     @staticmethod
     def load(run_dir: str | Path) -> RunConfig:
@@ -119,6 +133,15 @@ class RunConfig:
         try:
             return RunConfig.from_dict(json.loads(path.read_text()))
         except FileNotFoundError as e:
-            raise ConfigError(f"{path} not found: pass a run folder written by 'memtx train'") from e
+            raise CheckpointError(f"{path} not found: pass a run folder written by 'memtx train'") from e
         except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot read {path} ({e}): pass a run folder written by 'memtx train'") from e
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"cannot read {path} ({reason}): pass a run folder written by 'memtx train'") from e
+
+
+def _require_finite(cfg, prefix: str) -> None:
+    """NaN is never a valid setting (comparisons with it are always false, so range checks would let it in)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and math.isnan(value):
+            raise ConfigError(f"{prefix + '.' if prefix else ''}{f.name.replace('_', '-')} is NaN: give a number")

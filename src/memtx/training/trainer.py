@@ -1,5 +1,10 @@
 """The training loop. It knows no mechanism: the model takes (x, state), returns (logits, state), and exposes
-``aux_loss()`` and ``after_step()``; the loop carries the state and drops it when the streams wrap."""
+``aux_loss()`` and ``after_step()``; the loop carries the state and drops it when the streams wrap.
+
+Under torchrun every rank runs this same loop on its rows of the global batch (see ``distributed.py``); rank 0
+alone writes files, and every decision that ends or skips a step is taken on all-reduced values, so the ranks
+never diverge.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 import math
 import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,19 +23,22 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from memtx.data import TrainStreams, decode, load_corpus
-from memtx.errors import CheckpointError, MemtxError
+from memtx.errors import CheckpointError, MemtxError, TrainingError
 from memtx.evaluation.language_modeling import evaluate_lm
 from memtx.models.generation import generate
 from memtx.models.transformer_lm import TransformerLM, memory_from_tensors
+from memtx.training import distributed
 from memtx.training.checkpoint import (
     MODEL_FILE,
     checkpoint_dirs,
+    latest_good_checkpoint,
     load_checkpoint,
     model_metadata,
     save_checkpoint,
     save_weights,
 )
 from memtx.training.config import RunConfig
+from memtx.training.distributed import Ranks
 from memtx.training.metrics import MetricsLog, plot_learning_curve, read_metrics
 from memtx.training.optim import build_optimizer, build_schedule, clip_gradients
 
@@ -37,12 +46,12 @@ from memtx.training.optim import build_optimizer, build_schedule, clip_gradients
 IDENTITY_FIELDS = ("model", "data", "optim", "batch_size", "segment_len", "seed")
 
 
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
-    """Check the folder (never overwrite a run unless resuming it) and write the resolved config.json."""
+def check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run, or to resume one with other settings."""
     if resume:
-        if not checkpoint_dirs(run_dir):
-            raise CheckpointError(f"--resume: {run_dir} holds no checkpoint; drop --resume to start a new run there")
-        saved = RunConfig.load(run_dir)
+        saved = RunConfig.load(run_dir) if (run_dir / "config.json").is_file() else None
+        if saved is None:
+            raise CheckpointError(f"--resume: {run_dir} holds no run; drop --resume to start one there")
         diffs = [f for f in IDENTITY_FIELDS if getattr(saved, f) != getattr(cfg, f)]
         if diffs:
             raise CheckpointError(
@@ -54,19 +63,25 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
             f"{run_dir} already holds a run (nothing was overwritten): pass --resume to continue it, "
             "or --out NEW_DIR to start another"
         )
+
+
+def write_config(cfg: RunConfig, run_dir: Path) -> None:
+    """The resolved config.json (atomic)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         tmp = run_dir / "config.json.tmp"
         tmp.write_text(cfg.to_json())
         tmp.replace(run_dir / "config.json")
     except OSError as e:
-        raise MemtxError(f"cannot write the run folder {run_dir} ({e.strerror}): choose another --out") from e
+        raise CheckpointError(f"cannot write the run folder {run_dir} ({e.strerror}): choose another --out") from e
 
 
 def _truncate_metrics(log: MetricsLog, step: int) -> None:
-    """On resume, drop records written after the checkpoint (they will be written again)."""
+    """On resume, drop records written after the checkpoint (they will be written again); atomic."""
     kept = [r for r in read_metrics(log.path) if r.get("step", 0) <= step]
-    log.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp = log.path.with_name(log.path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(log.path)
 
 
 def sample_text(
@@ -85,43 +100,84 @@ def sample_text(
     return decode(out[0])
 
 
+def _on_main(ranks: Ranks, fn, *args):
+    """Run fn on rank 0 only; every rank raises the same MemtxError if it failed."""
+    error = None
+    if ranks.is_main:
+        try:
+            fn(*args)
+        except MemtxError as e:
+            error = e
+    error = distributed.broadcast_object(error, ranks)
+    if error is not None:
+        raise error
+
+
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train (or continue) a run; returns a summary (also the last lines of metrics.jsonl)."""
+    ranks = distributed.setup(cfg.batch_size)
+    try:
+        return _train(cfg, run_dir, resume, progress and ranks.is_main, ranks)
+    finally:
+        distributed.teardown(ranks)
+
+
+def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: Ranks) -> dict[str, Any]:
     corpus = load_corpus(cfg.data.corpus, cfg.data.data_dir)  # fail on bad data before touching the folder
     streams = TrainStreams(corpus.train, cfg.batch_size, cfg.segment_len)
-    prepare_run_dir(cfg, run_dir, resume)
+    rows = ranks.rows(cfg.batch_size)
+    _on_main(ranks, check_run_dir, cfg, run_dir, resume)
     torch.manual_seed(cfg.seed)
     model = TransformerLM(cfg.model)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    metadata = model_metadata(dataclasses.asdict(cfg.model))
+    step, elapsed, state, skipped, trainer_state = 0, 0.0, None, 0, None
+    ckpt = latest_good_checkpoint(run_dir) if resume and ranks.is_main else None
+    ckpt = distributed.broadcast_object(ckpt, ranks)
+    if resume and ckpt is None and checkpoint_dirs(run_dir):
+        raise CheckpointError(f"--resume: no usable checkpoint in {run_dir}: pass --out NEW_DIR to start again")
+    if ckpt is not None:
+        memory, trainer_state = load_checkpoint(ckpt, model)
+        step, elapsed, skipped = int(trainer_state["step"]), float(trainer_state["elapsed"]), trainer_state["skipped"]
+        streams.load_state_dict(trainer_state["streams"])
+        state = memory_from_tensors({k: v[rows] for k, v in memory.items()}) if memory is not None else None
+    _on_main(ranks, write_config, cfg, run_dir)  # only now: a resume that failed to load changed nothing
+    if ranks.is_main:
+        if ckpt is not None:
+            _truncate_metrics(metrics, step)
+        else:
+            if resume:
+                print(f"memtx: warning: no checkpoint yet in {run_dir}; starting it from step 0", file=sys.stderr)
+            metrics.path.write_text("")
+            metrics.write(step=0, event="start", params=model.num_parameters(), corpus=corpus.info, ranks=ranks.world)
+    net = distributed.wrap(model, ranks, cfg.parallel)
     params = list(model.parameters())
     optimizer = build_optimizer(params, cfg.optim)
     schedule = build_schedule(optimizer, cfg.optim)
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
-    metadata = model_metadata(dataclasses.asdict(cfg.model))
-    step, elapsed, state = 0, 0.0, None
-    if resume:
-        memory, ts = load_checkpoint(checkpoint_dirs(run_dir)[-1], model)
-        optimizer.load_state_dict(ts["optimizer"])
-        schedule.load_state_dict(ts["scheduler"])
-        torch.set_rng_state(ts["rng"])
-        streams.load_state_dict(ts["streams"])
-        step, elapsed = int(ts["step"]), float(ts["elapsed"])
-        state = memory_from_tensors(memory) if memory is not None else None
-        _truncate_metrics(metrics, step)
-    else:
-        metrics.write(step=0, event="start", params=model.num_parameters(), corpus=corpus.info)
+    if trainer_state is not None:
+        optimizer.load_state_dict(trainer_state["optimizer"])
+        schedule.load_state_dict(trainer_state["scheduler"])
+        rng = trainer_state["rng"]
+        torch.set_rng_state(rng[ranks.rank] if len(rng) == ranks.world else rng[0])
+    elif ranks.rank:
+        torch.manual_seed(cfg.seed + ranks.rank)  # own dropout stream; rank 0 continues exactly as one process
 
     def checkpoint() -> None:
-        trainer_state = {
-            "step": step,
-            "elapsed": elapsed,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": schedule.state_dict(),
-            "rng": torch.get_rng_state(),
-            "streams": streams.state_dict(),
-        }
-        mem = state.to_tensors() if state is not None else None
-        save_checkpoint(run_dir, step, model, mem, trainer_state, metadata)
-        save_weights(model, run_dir / MODEL_FILE, metadata)
+        mem = distributed.gather_rows(state.to_tensors(), ranks) if state is not None else None
+        rng = distributed.gather_objects(torch.get_rng_state(), ranks)
+        if ranks.is_main:
+            trainer_state = {
+                "step": step,
+                "elapsed": elapsed,
+                "skipped": skipped,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": schedule.state_dict(),
+                "rng": rng,
+                "streams": streams.state_dict(),
+            }
+            weights = model.state_dict()
+            save_checkpoint(run_dir, step, weights, mem, trainer_state, metadata, cfg.keep_checkpoints)
+            save_weights(weights, run_dir / MODEL_FILE, metadata)
 
     # SIGINT / SIGTERM stop at the next step boundary, so the checkpoint written below is consistent;
     # a second signal interrupts at once.
@@ -135,55 +191,80 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm(total=cfg.max_steps, initial=step, unit="step", disable=None if progress else True, dynamic_ncols=True)
     speeds: list[float] = []
-    window_loss, window_steps, window_time = 0.0, 0, 0.0
-    stop, saved_step = "max_steps", step if resume else -1
+    window_loss, window_steps, window_time, bad_run = 0.0, 0, 0.0, 0
+    stop, saved_step = "max_steps", step if ckpt is not None else -1
     model.train()
     try:
         while step < cfg.max_steps:
-            if requested:
-                stop = "interrupted"
-                break
-            if cfg.max_time and elapsed >= cfg.max_time:
-                stop = "max_time"
+            # decided by all ranks together, before a batch is consumed (so a resume continues with that batch)
+            timed_out = bool(cfg.max_time) and elapsed >= cfg.max_time
+            (halt,) = distributed.all_reduce([float(bool(requested)) + 2.0 * timed_out], ranks, op="max")
+            if halt:
+                stop = "interrupted" if halt % 2 else "max_time"
                 break
             t0 = time.perf_counter()
             batch = streams.next_batch()
             if batch.reset:
                 state = None
-            out = model(batch.x, state)
-            loss = F.cross_entropy(out.logits.flatten(0, 1), batch.y.flatten())
+            out = net(batch.x[rows], state)
+            loss = F.cross_entropy(out.logits.flatten(0, 1), batch.y[rows].flatten())
             optimizer.zero_grad(set_to_none=True)
             (loss + model.aux_loss()).backward()
-            clip_gradients(params, cfg.optim)
-            optimizer.step()
-            schedule.step()
-            model.after_step()
-            state = out.state
+            grad_norm = clip_gradients(params, cfg.optim)
+            (loss_sum,) = distributed.all_reduce([loss.item()], ranks)  # gradients are already synchronised
+            mean_loss, finite = loss_sum / ranks.world, math.isfinite(loss_sum) and math.isfinite(grad_norm)
+            if finite:
+                optimizer.step()
+                schedule.step()
+                model.after_step()
+                state = out.state
+                bad_run = 0
+            else:  # skip: no update, drop the memory that may carry the non-finite values
+                optimizer.zero_grad(set_to_none=True)
+                state, skipped, bad_run = None, skipped + 1, bad_run + 1
             step += 1
             dt = time.perf_counter() - t0
             elapsed += dt
-            window_loss, window_steps, window_time = (
-                window_loss + loss.item(),
-                window_steps + 1,
-                window_time + dt,
-            )
+            if not finite:
+                if ranks.is_main:
+                    metrics.write(
+                        step=step, skipped="non-finite loss or gradients", loss=mean_loss, grad_norm=grad_norm
+                    )
+                if bad_run >= cfg.max_bad_steps:
+                    good = latest_good_checkpoint(run_dir) if ranks.is_main else None
+                    raise TrainingError(
+                        f"training diverged: {bad_run} consecutive steps had non-finite loss or gradients "
+                        f"(last checkpoint: {good.name if good else 'none'}): lower --optim.lr or raise "
+                        "--optim.warmup, then --resume"
+                    )
+                bar.update(1)
+                continue
+            window_loss, window_steps, window_time = window_loss + mean_loss, window_steps + 1, window_time + dt
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 speed = window_steps * batch.x.numel() / window_time
                 speeds.append(speed)
                 bpc = window_loss / window_steps / math.log(2)
-                metrics.write(
-                    step=step,
-                    train_bpc=bpc,
-                    lr=schedule.get_last_lr()[0],
-                    tokens_per_s=speed,
-                    elapsed=elapsed,
-                )
+                if ranks.is_main:
+                    metrics.write(
+                        step=step, train_bpc=bpc, lr=schedule.get_last_lr()[0], tokens_per_s=speed, elapsed=elapsed
+                    )
                 bar.set_postfix(bpc=f"{bpc:.3f}", tok_s=f"{speed:.0f}")
                 window_loss, window_steps, window_time = 0.0, 0, 0.0
             bar.update(1)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:  # the last is the final pass
-                ev = evaluate_lm(model, corpus.valid, cfg.eval_batch_size, cfg.segment_len, cfg.eval_bytes)
-                metrics.write(step=step, valid_bpc=ev["bpc"], valid_bytes=ev["targets"], partial=bool(cfg.eval_bytes))
+                ev = evaluate_lm(
+                    model,
+                    corpus.valid,
+                    cfg.eval_batch_size,
+                    cfg.segment_len,
+                    cfg.eval_bytes,
+                    rank=ranks.rank,
+                    world=ranks.world,
+                )
+                if ranks.is_main:
+                    metrics.write(
+                        step=step, valid_bpc=ev["bpc"], valid_bytes=ev["targets"], partial=bool(cfg.eval_bytes)
+                    )
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
                 saved_step = step
@@ -202,15 +283,27 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
         "train_time_s": round(elapsed, 2),
         "tokens_per_s_median": round(statistics.median(speeds), 1) if speeds else None,
         "params": model.num_parameters(),
+        "skipped_steps": skipped,
+        "ranks": ranks.world,
     }
     if stop != "interrupted":
-        ev = evaluate_lm(model, corpus.valid, cfg.eval_batch_size, cfg.segment_len, progress=progress)
-        metrics.write(step=step, valid_bpc=ev["bpc"], valid_bytes=ev["targets"], partial=False, final=True)
+        ev = evaluate_lm(
+            model,
+            corpus.valid,
+            cfg.eval_batch_size,
+            cfg.segment_len,
+            progress=progress,
+            rank=ranks.rank,
+            world=ranks.world,
+        )
         summary.update(valid_bpc=round(ev["bpc"], 4), valid_bytes=ev["targets"])
-        if cfg.sample_len:
+        if ranks.is_main:
+            metrics.write(step=step, valid_bpc=ev["bpc"], valid_bytes=ev["targets"], partial=False, final=True)
+        if cfg.sample_len:  # on every rank (a sharded model needs them all), same seed: the same text
             prompt = bytes(corpus.valid[:120])
             summary["sample_prompt"] = decode(torch.tensor(list(prompt)))
             summary["sample"] = sample_text(model, prompt, cfg.sample_len, cfg.seed, cfg.segment_len)
-    png = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", run_dir.name)
-    summary["plot"] = str(png) if png else None
+    if ranks.is_main:
+        png = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", run_dir.name)
+        summary["plot"] = str(png) if png else None
     return summary

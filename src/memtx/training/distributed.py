@@ -1,0 +1,100 @@
+"""Data parallelism under torchrun, applied outside the model: DDP, or FSDP2 ``fully_shard`` as an option.
+
+Every rank reads the same global batch of B contiguous streams and keeps its own rows
+``[rank * B/W, (rank + 1) * B/W)`` (and the matching rows of the carried memory), so W processes step exactly like
+one process with the same global batch. Checkpoints hold the full global state (memory gathered to rank 0), so a
+run can resume on a different number of ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from memtx.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def rows(self, batch_size: int) -> slice:
+        """This rank's rows of a global batch."""
+        per = batch_size // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+def setup(batch_size: int) -> Ranks:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks()
+    if batch_size % world:
+        raise ConfigError(f"--batch-size {batch_size} does not split over {world} processes: use a multiple of {world}")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def wrap(model: nn.Module, ranks: Ranks, mode: str) -> nn.Module:
+    """The module that runs the training forward: the model itself, DDP around it, or the model sharded in place."""
+    if ranks.world == 1:
+        return model
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    return nn.parallel.DistributedDataParallel(model)
+
+
+def all_reduce(values: list[float], ranks: Ranks, op: str = "sum") -> list[float]:
+    if ranks.world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def gather_rows(tensors: dict[str, Tensor], ranks: Ranks) -> dict[str, Tensor]:
+    """Concatenate every rank's rows (dim 0) of each tensor; the full tensors on every rank."""
+    if ranks.world == 1:
+        return tensors
+    out = {}
+    for name, t in sorted(tensors.items()):
+        parts = [torch.empty_like(t) for _ in range(ranks.world)]
+        dist.all_gather(parts, t.contiguous())
+        out[name] = torch.cat(parts, dim=0)
+    return out
+
+
+def gather_objects(obj, ranks: Ranks) -> list:
+    if ranks.world == 1:
+        return [obj]
+    out = [None] * ranks.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, ranks: Ranks):
+    if ranks.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def teardown(ranks: Ranks) -> None:
+    if ranks.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,56 @@
+"""Data parallelism under torchrun on CPU (gloo): 2 processes step exactly like 1 process with the same global
+batch, evaluation sums nats and counts across ranks, and checkpoints resume on a different number of ranks."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+TINY = [
+    "--model.n-layers", "2", "--model.d-model", "16", "--model.n-heads", "2", "--model.n-persistent", "4",
+    "--model.span", "16", "--model.dropout", "0", "--batch-size", "4", "--segment-len", "16", "--log-every", "1",
+    "--eval-batch-size", "3", "--sample-len", "0", "--no-progress", "--json",
+]  # fmt: skip
+
+
+def run(tmp_path, corpus, name, procs, steps, *extra):
+    out = tmp_path / name
+    args = ["-m", "memtx.cli", "train", "--data.corpus", str(corpus), "--out", str(out), *TINY, "--max-steps",
+            str(steps), *extra]  # fmt: skip
+    launcher = [sys.executable] if procs == 1 else [str(TORCHRUN), "--standalone", f"--nproc-per-node={procs}"]
+    proc = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_bpc"] for r in rows if "train_bpc" in r]
+    return summary, losses, safetensors.torch.load_file(str(out / "model.safetensors"))
+
+
+def assert_same_weights(a, b, atol=1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("optim", ["adagrad", "adam"])
+def test_two_process_ddp_equals_one_process(tmp_path, corpus_file, optim):
+    one, loss1, w1 = run(tmp_path, corpus_file, "one", 1, 8, "--optim.name", optim, "--optim.lr", "0.01")
+    two, loss2, w2 = run(tmp_path, corpus_file, "two", 2, 8, "--optim.name", optim, "--optim.lr", "0.01")
+    assert two["ranks"] == 2 and len(loss1) == len(loss2) == 8
+    assert max(abs(a - b) for a, b in zip(loss1, loss2)) < 1e-5
+    assert two["valid_bytes"] == one["valid_bytes"]  # every target scored once across the ranks
+    assert abs(two["valid_bpc"] - one["valid_bpc"]) < 1e-4
+    assert_same_weights(w1, w2)
+
+
+def test_resume_on_another_number_of_ranks(tmp_path, corpus_file):
+    _, full, w_full = run(tmp_path, corpus_file, "full", 1, 10)
+    run(tmp_path, corpus_file, "split", 2, 5)
+    _, split, w_split = run(tmp_path, corpus_file, "split", 1, 10, "--resume")
+    assert max(abs(a - b) for a, b in zip(full, split)) < 1e-5 and len(split) == 10
+    assert_same_weights(w_full, w_split)
