@@ -37,10 +37,11 @@ def assert_same_weights(a, b, atol=1e-5):
         torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=k)
 
 
-@pytest.mark.parametrize("optim", ["adagrad", "adam"])
-def test_two_process_ddp_equals_one_process(tmp_path, corpus_file, optim):
+@pytest.mark.parametrize("optim, parallel", [("adagrad", "ddp"), ("adam", "ddp"), ("adagrad", "fsdp")])
+def test_two_processes_equal_one_process(tmp_path, corpus_file, optim, parallel):
     one, loss1, w1 = run(tmp_path, corpus_file, "one", 1, 8, "--optim.name", optim, "--optim.lr", "0.01")
-    two, loss2, w2 = run(tmp_path, corpus_file, "two", 2, 8, "--optim.name", optim, "--optim.lr", "0.01")
+    two, loss2, w2 = run(tmp_path, corpus_file, "two", 2, 8, "--optim.name", optim, "--optim.lr", "0.01",
+                         "--parallel", parallel)  # fmt: skip
     assert two["ranks"] == 2 and len(loss1) == len(loss2) == 8
     assert max(abs(a - b) for a, b in zip(loss1, loss2)) < 1e-5
     assert two["valid_bytes"] == one["valid_bytes"]  # every target scored once across the ranks
@@ -49,8 +50,9 @@ def test_two_process_ddp_equals_one_process(tmp_path, corpus_file, optim):
 
 
 def test_resume_on_another_number_of_ranks(tmp_path, corpus_file):
+    """FSDP on 2 ranks for 5 steps, then 1 process to step 10 == 1 process for 10 steps."""
     _, full, w_full = run(tmp_path, corpus_file, "full", 1, 10)
-    run(tmp_path, corpus_file, "split", 2, 5)
-    _, split, w_split = run(tmp_path, corpus_file, "split", 1, 10, "--resume")
+    run(tmp_path, corpus_file, "split", 2, 5, "--parallel", "fsdp")
+    _, split, w_split = run(tmp_path, corpus_file, "split", 1, 10, "--resume", "--parallel", "fsdp")
     assert max(abs(a - b) for a, b in zip(full, split)) < 1e-5 and len(split) == 10
     assert_same_weights(w_full, w_split)

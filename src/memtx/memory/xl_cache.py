@@ -33,6 +33,9 @@ class XLCacheState:
 
 
 def extend(cache: Tensor | None, h: Tensor, length: int) -> Tensor:
-    """Next cache of one layer: the last `length` positions of [cache ; h], detached. (B, <=length, D)."""
+    """Next cache of one layer: the last `length` positions of [cache ; h], detached. (B, <=length, D).
+
+    A contiguous copy, not a view: it does not keep the whole concatenation alive, and it is a plain tensor for
+    wrappers (FSDP) that hook module outputs."""
     full = h if cache is None or cache.shape[1] == 0 else torch.cat([cache, h], dim=1)
-    return full[:, -length:].detach()
+    return full[:, -length:].detach().clone(memory_format=torch.contiguous_format)

@@ -9,6 +9,7 @@ run can resume on a different number of ranks.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -52,11 +53,32 @@ def wrap(model: nn.Module, ranks: Ranks, mode: str) -> nn.Module:
     if mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        # the LM returns views (logits of a batched linear); memtx never modifies its outputs in place
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+
         for block in model.blocks:
             fully_shard(block)
         fully_shard(model)
         return model
     return nn.parallel.DistributedDataParallel(model)
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state on rank 0 (empty elsewhere); collective under FSDP.
+
+    One format for every mode (optimizer state keyed by parameter name), so a checkpoint written by one process,
+    DDP or FSDP resumes under any of them.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Inverse of ``full_state`` for the optimizer (every rank passes the full state; each keeps its shard)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def all_reduce(values: list[float], ranks: Ranks, op: str = "sum") -> list[float]:
@@ -97,4 +119,5 @@ def broadcast_object(obj, ranks: Ranks):
 
 def teardown(ranks: Ranks) -> None:
     if ranks.world > 1 and dist.is_initialized():
+        dist.barrier()  # let every rank's pending collectives finish before the group goes away
         dist.destroy_process_group()

@@ -32,7 +32,7 @@ class AdagradStepClip(torch.optim.Optimizer):
                     state["sum"] = torch.zeros_like(p)
                 lr = group["lr"]
                 if group["clip"] > 0:
-                    norm = grad.norm().item()
+                    norm = _item(grad.norm())
                     if norm > group["clip"]:
                         lr = lr * group["clip"] / (norm + 1e-10)
                 state["sum"].addcmul_(grad, grad)
@@ -60,4 +60,9 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> Lambda
 def clip_gradients(params: list[nn.Parameter], cfg: OptimConfig) -> float:
     """Global norm clipping for adam(w) (adagrad clips per tensor inside its step). Returns the global norm."""
     max_norm = cfg.clip if cfg.name != "adagrad" and cfg.clip > 0 else float("inf")
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return _item(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+
+def _item(t: torch.Tensor) -> float:
+    """A scalar as a float, also when it is a DTensor (FSDP2): its global value."""
+    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)

@@ -155,7 +155,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
     optimizer = build_optimizer(params, cfg.optim)
     schedule = build_schedule(optimizer, cfg.optim)
     if trainer_state is not None:
-        optimizer.load_state_dict(trainer_state["optimizer"])
+        distributed.load_optimizer_state(model, optimizer, trainer_state["optimizer"])
         schedule.load_state_dict(trainer_state["scheduler"])
         rng = trainer_state["rng"]
         torch.set_rng_state(rng[ranks.rank] if len(rng) == ranks.world else rng[0])
@@ -165,17 +165,17 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
     def checkpoint() -> None:
         mem = distributed.gather_rows(state.to_tensors(), ranks) if state is not None else None
         rng = distributed.gather_objects(torch.get_rng_state(), ranks)
+        weights, optimizer_state = distributed.full_state(model, optimizer)
         if ranks.is_main:
             trainer_state = {
                 "step": step,
                 "elapsed": elapsed,
                 "skipped": skipped,
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "scheduler": schedule.state_dict(),
                 "rng": rng,
                 "streams": streams.state_dict(),
             }
-            weights = model.state_dict()
             save_checkpoint(run_dir, step, weights, mem, trainer_state, metadata, cfg.keep_checkpoints)
             save_weights(weights, run_dir / MODEL_FILE, metadata)
 
