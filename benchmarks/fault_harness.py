@@ -45,7 +45,7 @@ def losses(run: Path) -> list[tuple[int, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=5000, help="long enough that every trial is killed mid-run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-delay", type=float, default=1.0, help="seconds after start before a kill")
     parser.add_argument("--max-delay", type=float, default=4.0)
@@ -63,8 +63,14 @@ def main() -> int:
 
     run = tmp / "faulty"
     trials = []
+
+    def latest_checkpoint() -> int:
+        dirs = sorted((run / "checkpoints").glob("step_*")) if (run / "checkpoints").is_dir() else []
+        return int(dirs[-1].name.removeprefix("step_")) if dirs else 0
+
     for trial in range(args.trials):
         started = (run / "config.json").exists()
+        before = latest_checkpoint()
         proc = subprocess.Popen(
             command(corpus, run, args.steps, started), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -76,10 +82,14 @@ def main() -> int:
         code = proc.wait()
         err = proc.stderr.read().decode()
         ok = code in (0, -signal.SIGKILL)
-        done = losses(run)[-1][0] if (run / "metrics.jsonl").exists() and losses(run) else 0
-        trials.append({"trial": trial, "delay_s": round(delay, 2), "exit": code, "ok": ok, "last_logged_step": done,
+        after = latest_checkpoint()
+        trials.append({"trial": trial, "delay_s": round(delay, 2), "exit": code, "ok": ok, "checkpoint_before": before,
+                       "checkpoint_after": after, "killed_mid_run": code == -signal.SIGKILL and after < args.steps,
                        "stderr_tail": err.strip().splitlines()[-1:] if not ok else []})  # fmt: skip
-        print(f"trial {trial:2d}: killed after {delay:.2f}s, exit {code}, last step logged {done}", flush=True)
+        print(
+            f"trial {trial:2d}: killed after {delay:.2f}s (exit {code}); checkpoint step {before} -> {after}",
+            flush=True,
+        )
     final = subprocess.run(command(corpus, run, args.steps, True), capture_output=True)
     ref_w = safetensors.torch.load_file(str(tmp / "reference" / "model.safetensors"))
     got_w = safetensors.torch.load_file(str(run / "model.safetensors"))
@@ -88,6 +98,7 @@ def main() -> int:
     result = {
         "trials": args.trials,
         "survived": sum(t["ok"] for t in trials) if final.returncode == 0 else 0,
+        "killed_mid_run": sum(t["killed_mid_run"] for t in trials),
         "final_exit": final.returncode,
         "final_weights_identical": weights_identical,
         "loss_curve_identical": ref_l == got_l,
