@@ -90,6 +90,22 @@ def test_adaptive_span_cache_trimmed_to_learned_span():
     assert state.hidden[0].shape[1] == 128
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("prefix", [0, 1, 4, 11])
+def test_kv_decode_equals_full_forward(name, prefix):
+    """Reading `prefix` tokens with the hidden-state cache, projecting it to K/V, then decoding one token at a
+    time gives the full forward's logits at every position."""
+    model = tiny(name).eval()
+    x = torch.randint(0, 32, (2, 16))
+    full = model(x).logits
+    state = model(x[:, :prefix]).state if prefix else None
+    kv = model.kv_cache(state, 2)
+    for t in range(prefix, 16):
+        logits, kv = model.decode(x[:, t : t + 1], kv)
+        torch.testing.assert_close(logits, full[:, t], rtol=1e-10, atol=1e-10)
+    assert all(k.shape[2] == min(16, block.window() - 1) for k, block in zip(kv.keys, model.blocks))
+
+
 @pytest.mark.parametrize("name", ["allattn", "transformer-adaptive"])
 def test_incremental_decoding_equals_full_forward(name):
     model = tiny(name).eval()

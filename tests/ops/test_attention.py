@@ -73,3 +73,18 @@ def test_key_count_mismatch_is_rejected():
     x = _inputs(1, 1, 3, 4, 2, 0, False)
     with pytest.raises(ValueError, match="expected window"):
         relative_attention(x["q"], x["k"][..., 1:, :], x["v"], x["pos"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(c=st.integers(1, 7), extra=st.integers(0, 7), N=st.integers(0, 3), span_mask=st.booleans())
+def test_step_equals_reference_for_one_new_position(c, extra, N, span_mask):
+    """The generation twin: one query over its C <= W keys equals the reference with the window padded."""
+    from memtx.ops.attention import relative_attention_step
+
+    W = c + extra
+    x = _inputs(2, 2, 1, W, 3, N, span_mask)
+    k, v = x["k"][..., W + 1 - c :, :], x["v"][..., W + 1 - c :, :]  # the c newest keys, its own last
+    extras = {name: x[name] for name in ("extra_k", "extra_v", "span_mask") if name in x}
+    step = relative_attention_step(x["q"], k, v, x["pos"], **extras)
+    ref = reference_attention(x["q"], x["k"], x["v"], x["pos"], n_pad=W + 1 - c, **extras)
+    torch.testing.assert_close(step, ref, rtol=1e-10, atol=1e-10)

@@ -39,3 +39,12 @@ def extend(cache: Tensor | None, h: Tensor, length: int) -> Tensor:
     wrappers (FSDP) that hook module outputs."""
     full = h if cache is None or cache.shape[1] == 0 else torch.cat([cache, h], dim=1)
     return full[:, -length:].detach().clone(memory_format=torch.contiguous_format)
+
+
+@dataclass(frozen=True)
+class KVCacheState:
+    """Inference twin of XLCacheState: per layer, the keys and values (B, H, C_l, Dh) already projected from the
+    cached states, so generating one token costs one projection per layer instead of re-projecting the window."""
+
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from memtx.memory.persistent import PersistentMemory
@@ -29,18 +30,49 @@ class AllAttentionBlock(nn.Module):
     def cache_len(self) -> int:
         return self.adaptive_span.cache_len() if self.adaptive_span is not None else self.span
 
+    def window(self) -> int:
+        """Keys each query sees: itself and window-1 before it (the learned span, with adaptive span)."""
+        return self.adaptive_span.window() if self.adaptive_span is not None else self.span
+
     def forward(self, h: Tensor, cache: Tensor | None, pos: Tensor) -> Tensor:
         """h (B, T, D); cache (B, C, D) detached states before h, or None; pos (Dh, span) shared table."""
-        window = self.adaptive_span.window() if self.adaptive_span is not None else self.span
+        window = self.window()
         context, n_pad = window_context(cache, h, window)
-        attn = self.attn(
+        k, v = self.attn.project_kv(context)
+        return self._finish(h, self._attend(h, k, v, n_pad, window, pos))
+
+    def decode(self, h: Tensor, kv: tuple[Tensor, Tensor] | None, pos: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One new position: h (B, 1, D); kv = keys and values (B, H, C, Dh) of the C <= window-1 positions before
+        it, already projected (the inference twin of the hidden-state cache). Returns (h, kv for the next one)."""
+        window = self.window()
+        k, v = self.attn.project_kv(h)
+        if kv is not None:
+            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+        k, v = k[:, :, max(0, k.shape[2] - window) :], v[:, :, max(0, v.shape[2] - window) :]
+        attn = self.attn.attend_step(
             h,
-            context,
+            k,
+            v,
+            pos[:, pos.shape[1] - window :],
+            extra_kv=self.persistent() if self.persistent is not None else None,
+            span_mask=self.adaptive_span.mask(window) if self.adaptive_span is not None else None,
+        )
+        out = self._finish(h, attn)
+        start = max(0, k.shape[2] - (window - 1))  # keep the window-1 newest for the next position
+        return out, (k[:, :, start:], v[:, :, start:])
+
+    def _attend(self, h: Tensor, k: Tensor, v: Tensor, n_pad: int, window: int, pos: Tensor) -> Tensor:
+        return self.attn.attend(
+            h,
+            k,
+            v,
             pos[:, pos.shape[1] - window :],
             n_pad,
             extra_kv=self.persistent() if self.persistent is not None else None,
             span_mask=self.adaptive_span.mask(window) if self.adaptive_span is not None else None,
         )
+
+    def _finish(self, h: Tensor, attn: Tensor) -> Tensor:
         return self.norm_attn(h + attn)
 
 
@@ -52,6 +84,6 @@ class TransformerBlock(AllAttentionBlock):
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
         self.norm_ff = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, h: Tensor, cache: Tensor | None, pos: Tensor) -> Tensor:
-        h = super().forward(h, cache, pos)
+    def _finish(self, h: Tensor, attn: Tensor) -> Tensor:
+        h = super()._finish(h, attn)
         return self.norm_ff(h + self.ff(h))

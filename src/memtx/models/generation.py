@@ -21,13 +21,17 @@ def generate(
     state: XLCacheState | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Continue `prompt` (B, P>=1) by `length` tokens; temperature 0 is greedy. Returns (B, length)."""
+    """Continue `prompt` (B, P>=1) by `length` tokens; temperature 0 is greedy. Returns (B, length).
+
+    The prompt is read in segments with the hidden-state cache; its cache is then projected once into keys and
+    values, and each new token costs one K/V projection per layer (``TransformerLM.decode``)."""
     was_training = model.training
     model.eval()
     for start in range(0, prompt.shape[1], segment_len):
         out = model(prompt[:, start : start + segment_len], state)
         state = out.state
     logits = out.logits[:, -1]
+    kv = model.kv_cache(state, prompt.shape[0])
     tokens = []
     for _ in range(length):
         if temperature <= 0:
@@ -39,7 +43,6 @@ def generate(
                 scaled = scaled.masked_fill(scaled < kth, float("-inf"))
             nxt = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
         tokens.append(nxt)
-        out = model(nxt, state)
-        state, logits = out.state, out.logits[:, -1]
+        logits, kv = model.decode(nxt, kv)
     model.train(was_training)
     return torch.cat(tokens, dim=1)

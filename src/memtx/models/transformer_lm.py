@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from memtx.memory import xl_cache
-from memtx.memory.xl_cache import XLCacheState
+from memtx.memory.xl_cache import KVCacheState, XLCacheState
 from memtx.models.blocks import AllAttentionBlock, TransformerBlock
 from memtx.models.config import ModelConfig
 
@@ -45,6 +45,32 @@ class TransformerLM(nn.Module):
             h = block(h, cache, self.pos)
         logits = self.head(self.emb_dropout(h))
         return LMOutput(logits, XLCacheState(tuple(next_caches)))
+
+    def kv_cache(self, state: XLCacheState | None, batch_size: int) -> KVCacheState:
+        """Project a hidden-state cache into the K/V cache that ``decode`` continues from (exact: the same keys and
+        values the next ``forward`` would compute)."""
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            cache = state.hidden[i] if state is not None else None
+            if cache is None or cache.shape[1] == 0:
+                empty = self.pos.new_zeros(batch_size, self.cfg.n_heads, 0, self.cfg.d_head)
+                k = v = empty
+            else:
+                k, v = block.attn.project_kv(cache[:, max(0, cache.shape[1] - (block.window() - 1)) :])
+            keys.append(k)
+            values.append(v)
+        return KVCacheState(tuple(keys), tuple(values))
+
+    def decode(self, x: Tensor, kv: KVCacheState) -> tuple[Tensor, KVCacheState]:
+        """One token per stream: x (B, 1) -> (logits (B, V), next K/V cache). Equals ``forward`` position by
+        position (tests/models/test_transformer_lm.py)."""
+        h = self.emb_dropout(self.embed(x))
+        keys, values = [], []
+        for block, k, v in zip(self.blocks, kv.keys, kv.values, strict=True):
+            h, (k, v) = block.decode(h, (k, v), self.pos)
+            keys.append(k)
+            values.append(v)
+        return self.head(self.emb_dropout(h))[:, -1], KVCacheState(tuple(keys), tuple(values))
 
     def aux_loss(self) -> Tensor | float:
         """Regularisers to add to the training loss (the adaptive-span L1 penalty), 0.0 when there are none."""

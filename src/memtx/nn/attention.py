@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memtx.ops.attention import relative_attention
+from memtx.ops.attention import relative_attention, relative_attention_step
 
 
 class MultiHeadAttention(nn.Module):
@@ -23,22 +23,27 @@ class MultiHeadAttention(nn.Module):
         b, s, d = x.shape
         return x.view(b, s, self.n_heads, d // self.n_heads).transpose(1, 2)
 
-    def forward(
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of x (B, S, D), each (B, H, S, Dh)."""
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def attend(
         self,
         h: Tensor,
-        context: Tensor,
+        k: Tensor,
+        v: Tensor,
         pos: Tensor,
         n_pad: int = 0,
         extra_kv: tuple[Tensor, Tensor] | None = None,
         span_mask: Tensor | None = None,
     ) -> Tensor:
-        """h (B, T, D) queries; context (B, W+T, D) = [window ; h]; pos (Dh, W). Returns (B, T, D)."""
-        k, v = self.kv(context).chunk(2, dim=-1)
+        """h (B, T, D) queries; k, v (B, H, W+T, Dh) of [window ; h]; pos (Dh, W). Returns (B, T, D)."""
         extra_k, extra_v = extra_kv if extra_kv is not None else (None, None)
         out = relative_attention(
             self._heads(self.q(h)),
-            self._heads(k),
-            self._heads(v),
+            k,
+            v,
             pos,
             n_pad=n_pad,
             extra_k=extra_k,
@@ -49,6 +54,22 @@ class MultiHeadAttention(nn.Module):
         )
         b, _, t, _ = out.shape
         return self.o(out.transpose(1, 2).reshape(b, t, -1))
+
+    def attend_step(
+        self,
+        h: Tensor,
+        k: Tensor,
+        v: Tensor,
+        pos: Tensor,
+        extra_kv: tuple[Tensor, Tensor] | None = None,
+        span_mask: Tensor | None = None,
+    ) -> Tensor:
+        """One new position: h (B, 1, D); k, v (B, H, C, Dh) the keys it sees, its own last. Returns (B, 1, D)."""
+        extra_k, extra_v = extra_kv if extra_kv is not None else (None, None)
+        out = relative_attention_step(
+            self._heads(self.q(h)), k, v, pos, extra_k=extra_k, extra_v=extra_v, span_mask=span_mask
+        )
+        return self.o(out.transpose(1, 2).reshape(h.shape[0], 1, -1))
 
 
 def window_context(cache: Tensor | None, h: Tensor, window: int) -> tuple[Tensor, int]:

@@ -70,23 +70,61 @@ def relative_attention(
     that multiplies the context probabilities, which are then renormalised jointly with the persistent ones.
     Returns (B, H, T, Dh).
     """
-    t, d_head = q.shape[-2], q.shape[-1]
+    t = q.shape[-2]
     window = pos.shape[-1]
     if k.shape[-2] != window + t:
         raise ValueError(f"keys cover {k.shape[-2]} positions, expected window {window} + segment {t}")
     logits = band_view(torch.matmul(q, k.transpose(-1, -2)), window) + torch.matmul(q, pos)  # B,H,T,W
     if n_pad > 0:
         logits = logits.masked_fill(missing_key_mask(t, window, n_pad, q.device), float("-inf"))
+    probs = _weights(q, logits, extra_k, span_mask, dropout_p, training)
+    return _mix(probs, band_scatter(probs[..., :window]), v, extra_v)
+
+
+def relative_attention_step(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    pos: Tensor,
+    *,
+    extra_k: Tensor | None = None,
+    extra_v: Tensor | None = None,
+    span_mask: Tensor | None = None,
+) -> Tensor:
+    """``relative_attention`` for one new position per stream (generation), without the band index maps.
+
+    q (B, H, 1, Dh); k, v (B, H, C, Dh): the C <= W keys it sees, oldest first, the last being its own (distance
+    C-1 .. 0); pos (Dh, W); extra_k, extra_v (H, N, Dh); span_mask (H, 1, W). Returns (B, H, 1, Dh).
+    """
+    c, window = k.shape[-2], pos.shape[-1]
+    logits = torch.matmul(q, k.transpose(-1, -2)) + torch.matmul(q, pos[:, window - c :])  # B,H,1,C
+    mask = span_mask[..., window - c :] if span_mask is not None else None
+    return _mix(_weights(q, logits, extra_k, mask, 0.0, False), None, v, extra_v)
+
+
+def _weights(
+    q: Tensor, logits: Tensor, extra_k: Tensor | None, span_mask: Tensor | None, dropout_p: float, training: bool
+) -> Tensor:
+    """One softmax over [context logits ; persistent logits] (scaled by 1/sqrt(Dh)), the span mask on the context
+    part with joint renormalisation, then dropout. (..., T, C+N)."""
+    c = logits.shape[-1]
     if extra_k is not None:
-        logits = torch.cat([logits, torch.matmul(q, extra_k.transpose(-1, -2))], dim=-1)  # B,H,T,W+N
-    probs = torch.softmax(logits * d_head**-0.5, dim=-1)
+        logits = torch.cat([logits, torch.matmul(q, extra_k.transpose(-1, -2))], dim=-1)
+    probs = torch.softmax(logits * q.shape[-1] ** -0.5, dim=-1)
     if span_mask is not None:
-        ctx = probs[..., :window] * span_mask
-        probs = torch.cat([ctx, probs[..., window:]], dim=-1) if extra_k is not None else ctx
+        ctx = probs[..., :c] * span_mask
+        probs = torch.cat([ctx, probs[..., c:]], dim=-1) if extra_k is not None else ctx
         probs = probs / (probs.sum(-1, keepdim=True) + RENORM_EPS)
     if dropout_p > 0.0 and training:
         probs = F.dropout(probs, dropout_p, training=True)
-    out = torch.matmul(band_scatter(probs[..., :window]), v)
+    return probs
+
+
+def _mix(probs: Tensor, ctx_probs: Tensor | None, v: Tensor, extra_v: Tensor | None) -> Tensor:
+    """Weighted sum of the context values (ctx_probs laid out like v, or the first C columns of probs) and of the
+    persistent values (the remaining columns)."""
+    c = v.shape[-2] if ctx_probs is None else probs.shape[-1] - (extra_v.shape[-2] if extra_v is not None else 0)
+    out = torch.matmul(probs[..., :c] if ctx_probs is None else ctx_probs, v)
     if extra_v is not None:
-        out = out + torch.matmul(probs[..., window:], extra_v)
+        out = out + torch.matmul(probs[..., c:], extra_v)
     return out

@@ -1,0 +1,124 @@
+"""One runner for every benchmark case (registry: ``benchmarks/cases.py``). Each (case, parameters) pair runs in a
+fresh child process, which reports its peak resident memory; the results go to one JSON file with the machine,
+torch version and memtx commit; ``benchmarks/plot.py`` draws the plots from that JSON.
+
+    python -m benchmarks.run                       # the whole plan (about 10 minutes on 2 cores)
+    python -m benchmarks.run --only gemm,train     # some cases
+    python -m benchmarks.plot benchmarks/results/<file>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SPANS = [1024, 2048, 4096, 8192, 16384, 32768, 65536]
+PLAN: list[tuple[str, dict]] = [
+    ("gemm", {}),
+    ("train", {"model": "allattn-256"}),
+    ("train", {"model": "transformer-256"}),
+    ("train", {"model": "allattn-512"}),
+    ("train", {"model": "transformer-512"}),
+    ("generate_tokens", {"batch_size": 1}),
+    ("generate_tokens", {"batch_size": 16}),
+    *[("context", {"span": s}) for s in SPANS],
+    ("peer_train", {}),
+    ("peer_generate", {}),
+    ("gemm", {}),  # again at the end: the machine's rate over the whole run
+]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(name: str, params: dict) -> None:
+    from memtx.runtime import tune_allocator
+
+    tuned = tune_allocator()
+    from benchmarks.cases import CASES
+
+    t0 = time.perf_counter()
+    record = CASES[name](**params)
+    record.update(case=name, params=params, wall_s=time.perf_counter() - t0, allocator_tuned=tuned,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
+    print(json.dumps(record))
+
+
+def machine() -> dict:
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True).stdout
+    return {
+        "platform": platform.platform(),
+        "cpu": names[0] if names else platform.processor(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "memtx_commit": commit,
+        "src_modified": bool(dirty.strip()),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def summarise(records: list[dict]) -> dict:
+    gemm = [r["gflops"] for r in records if r["case"] == "gemm"]
+    out: dict = {"gemm_gflops_median": statistics.median(gemm) if gemm else None}
+    for r in records:
+        if r["case"] == "train" and gemm:
+            out[f"train_{r['model']}_tokens_per_s"] = round(r["tokens_per_s"], 1)
+            out[f"train_{r['model']}_fraction_of_gemm"] = round(r["model_gflops"] / out["gemm_gflops_median"], 3)
+        if r["case"] == "generate_tokens":
+            out[f"generate_b{r['batch_size']}_tokens_per_s"] = round(r["tokens_per_s"], 1)
+        if r["case"].startswith("peer_") and "ratio_memtx_over_peer" in r:
+            out[f"{r['case']}_ratio_vs_{r['peer']}"] = round(r["ratio_memtx_over_peer"], 2)
+            out[f"{r['case']}_tokens_per_s"] = {k: round(v, 1) for k, v in r["tokens_per_s"].items()}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated case names (default: the whole plan)")
+    parser.add_argument("--out", default="", help="JSON path (default: benchmarks/results/bench-<date>.json)")
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "PARAMS_JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], json.loads(args.child[1]))
+        return 0
+    only = set(filter(None, args.only.split(",")))
+    plan = [(n, p) for n, p in PLAN if not only or n in only]
+    records = []
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    for i, (name, params) in enumerate(plan, 1):
+        print(f"[{i}/{len(plan)}] {name} {json.dumps(params)}", file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--child", name, json.dumps(params)],
+                              cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
+        if proc.returncode:
+            records.append({"case": name, "params": params, "error": proc.stderr.strip().splitlines()[-1:]})
+            continue
+        records.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    result = {"machine": machine(), "summary": summarise([r for r in records if "error" not in r]),
+              "records": records}  # fmt: skip
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"bench-{stamp}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["summary"], indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
