@@ -74,6 +74,7 @@ def relative_attention(
     window = pos.shape[-1]
     if k.shape[-2] != window + t:
         raise ValueError(f"keys cover {k.shape[-2]} positions, expected window {window} + segment {t}")
+    q = q * q.shape[-1] ** -0.5  # the softmax temperature, applied to q (T x Dh) rather than the logits (T x W+N)
     logits = band_view(torch.matmul(q, k.transpose(-1, -2)), window) + torch.matmul(q, pos)  # B,H,T,W
     if n_pad > 0:
         logits = logits.masked_fill(missing_key_mask(t, window, n_pad, q.device), float("-inf"))
@@ -97,6 +98,7 @@ def relative_attention_step(
     C-1 .. 0); pos (Dh, W); extra_k, extra_v (H, N, Dh); span_mask (H, 1, W). Returns (B, H, 1, Dh).
     """
     c, window = k.shape[-2], pos.shape[-1]
+    q = q * q.shape[-1] ** -0.5
     logits = torch.matmul(q, k.transpose(-1, -2)) + torch.matmul(q, pos[:, window - c :])  # B,H,1,C
     mask = span_mask[..., window - c :] if span_mask is not None else None
     return _mix(_weights(q, logits, extra_k, mask, 0.0, False), None, v, extra_v)
@@ -105,12 +107,12 @@ def relative_attention_step(
 def _weights(
     q: Tensor, logits: Tensor, extra_k: Tensor | None, span_mask: Tensor | None, dropout_p: float, training: bool
 ) -> Tensor:
-    """One softmax over [context logits ; persistent logits] (scaled by 1/sqrt(Dh)), the span mask on the context
-    part with joint renormalisation, then dropout. (..., T, C+N)."""
+    """One softmax over [context logits ; persistent logits] (q already carries the 1/sqrt(Dh) temperature), the
+    span mask on the context part with joint renormalisation, then dropout. (..., T, C+N)."""
     c = logits.shape[-1]
     if extra_k is not None:
         logits = torch.cat([logits, torch.matmul(q, extra_k.transpose(-1, -2))], dim=-1)
-    probs = torch.softmax(logits * q.shape[-1] ** -0.5, dim=-1)
+    probs = torch.softmax(logits, dim=-1)
     if span_mask is not None:
         ctx = probs[..., :c] * span_mask
         probs = torch.cat([ctx, probs[..., c:]], dim=-1) if extra_k is not None else ctx
