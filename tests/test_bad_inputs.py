@@ -138,6 +138,10 @@ CASES = [
     Case("evaluate unknown split", lambda t, c, r, m: ["evaluate", str(r), "--split", "dev"], ("valid",), 2),
     Case("evaluate negative max-bytes", lambda t, c, r, m: ["evaluate", str(r), "--max-bytes", "-1"],
          ("--max-bytes",), 2),
+    Case("evaluate input missing", lambda t, c, r, m: ["evaluate", str(r), "--input", str(t / "nope.txt")],
+         ("cannot read --input",), 3),
+    Case("evaluate input too short", lambda t, c, r, m: ["evaluate", str(r), "--input", str(_write(t / "a", "x"))],
+         ("nothing to score",), 3),
     Case("generate negative length", lambda t, c, r, m: ["generate", str(r), "--length", "-3"], ("--length",), 2),
     # -- run folders and checkpoints
     Case("run folder missing", lambda t, c, r, m: ["evaluate", str(t / "nope")], ("does not exist",), 4),

@@ -89,3 +89,18 @@ def test_resume_continues_run(trained, capsys, corpus_file):
     code, stdout, _ = run(capsys, "train", "--data.corpus", str(corpus_file), "--out", str(out), *TINY,
                           "--max-steps", "5", "--resume", "--json")  # fmt: skip
     assert code == 0 and last_json(stdout)["steps"] == 5
+
+
+def test_evaluate_streams_a_file_or_stdin(trained, capsys, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    out, _ = trained
+    text = tmp_path / "long.txt"
+    text.write_bytes(b"the cache carries context across segments. " * 300)
+    code, stdout, _ = run(capsys, "evaluate", str(out), "--input", str(text), "--json")
+    from_file = last_json(stdout)
+    assert code == 0 and from_file["bytes"] == len(text.read_bytes()) - 1 and from_file["input"] == str(text)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.read_bytes())))
+    code, stdout, _ = run(capsys, "evaluate", str(out), "--input", "-", "--json")
+    assert code == 0 and last_json(stdout)["bpc"] == from_file["bpc"]

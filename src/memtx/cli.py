@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from memtx.errors import ConfigError, MemtxError
+from memtx.errors import ConfigError, DataError, MemtxError
 from memtx.presets import DEFAULT_PRESET, PRESETS
 from memtx.runtime import tune_allocator
 from memtx.training.config import RunConfig
@@ -23,8 +23,8 @@ USAGE = """usage: memtx {train,evaluate,generate} ...
 
   train [PRESET] [--out DIR] [--max-steps N] [--max-time S] [--seed S] [--resume] [overrides]
                                    train a preset (default: quickstart); memtx train --help lists them
-  evaluate RUN_DIR [--split valid|test] [--max-bytes N]
-                                   exact bits per byte of a trained run
+  evaluate RUN_DIR [--split valid|test] [--max-bytes N] [--input FILE|-]
+                                   exact bits per byte of a split, or of any file / stdin (streamed)
   generate RUN_DIR --prompt TEXT [--length N] [--temperature T]
                                    sample a continuation
 Each command accepts --json (end with one JSON line of its results) and --help."""
@@ -51,6 +51,8 @@ class EvaluateCommand:
     """Score only the first N bytes of the split (0 = all of it)."""
     batch_size: int = 0
     """Parallel evaluation streams (0 = the run's eval-batch-size)."""
+    input: str | None = None
+    """Score this file instead of a split ('-' = standard input), streamed in segments: any length, flat memory."""
     json: bool = False
     """End with one JSON line of the results."""
     progress: bool = True
@@ -147,9 +149,22 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def read_chunks(path: str, max_bytes: int = 0, size: int = 1 << 20):
+    """Bytes of a file ('-' = standard input) in chunks, up to max_bytes (0 = all)."""
+    try:
+        f = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise DataError(f"cannot read --input {path} ({e.strerror}): pass a readable file, or - for stdin") from e
+    left = max_bytes or float("inf")
+    with f:
+        while left > 0 and (chunk := f.read(int(min(size, left)))):
+            left -= len(chunk)
+            yield chunk
+
+
 def _evaluate(argv: list[str]) -> int:
     from memtx.data import load_corpus
-    from memtx.evaluation.language_modeling import evaluate_lm
+    from memtx.evaluation.language_modeling import evaluate_lm, evaluate_stream
     from memtx.training.checkpoint import load_run
 
     cmd = _parse(
@@ -161,17 +176,18 @@ def _evaluate(argv: list[str]) -> int:
     if cmd.max_bytes < 0 or cmd.batch_size < 0:
         raise ConfigError("--max-bytes and --batch-size must be >= 0")
     cfg, model = load_run(cmd.run_dir)
-    data = load_corpus(cfg.data.corpus, cfg.data.data_dir).split(cmd.split)
-    res = evaluate_lm(
-        model,
-        data,
-        cmd.batch_size or cfg.eval_batch_size,
-        cfg.segment_len,
-        cmd.max_bytes,
-        progress=cmd.progress,
-    )
-    result = {"split": cmd.split, "bpc": res["bpc"], "bytes": res["targets"], "nats": res["nats"]}
-    print(f"{cmd.split} bits per byte: {res['bpc']:.4f}  ({res['targets']:,} bytes scored)")
+    if cmd.input is not None:
+        res = evaluate_stream(model, read_chunks(cmd.input, cmd.max_bytes), cfg.segment_len, progress=cmd.progress)
+        if res["targets"] == 0:
+            raise DataError(f"--input {cmd.input} has fewer than 2 bytes: nothing to score; pass a longer text")
+        name, key = ("stdin" if cmd.input == "-" else cmd.input), "input"
+    else:
+        data = load_corpus(cfg.data.corpus, cfg.data.data_dir).split(cmd.split)
+        batch = cmd.batch_size or cfg.eval_batch_size
+        res = evaluate_lm(model, data, batch, cfg.segment_len, cmd.max_bytes, progress=cmd.progress)
+        name, key = cmd.split, "split"
+    result = {key: name, "bpc": res["bpc"], "bytes": res["targets"], "nats": res["nats"]}
+    print(f"{name} bits per byte: {res['bpc']:.4f}  ({res['targets']:,} bytes scored)")
     if cmd.json:
         print(json.dumps(result))
     return 0

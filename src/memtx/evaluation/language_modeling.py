@@ -6,6 +6,7 @@ Sums nats and targets over the whole split and divides once: bpc = nats / (targe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -69,3 +70,37 @@ def evaluate_lm(
         "nats": nats,
         "targets": n_targets,
     }
+
+
+@torch.no_grad()
+def evaluate_stream(
+    model: TransformerLM, chunks: Iterable[bytes], segment_len: int, progress: bool = False
+) -> dict[str, float]:
+    """Exact bits per byte of a byte stream of any length, read chunk by chunk: one stream, segments of
+    `segment_len`, memory carried, every byte after the first scored once. Holds at most one segment of input and
+    the model's memory, so peak memory does not grow with the input. Equals ``evaluate_lm(model, all bytes,
+    batch_size=1, segment_len)``."""
+    was_training = model.training
+    model.eval()
+    nats, targets, state, pending = 0.0, 0, None, b""
+    bar = tqdm(unit="B", unit_scale=True, desc="evaluate", disable=None if progress else True, leave=False)
+
+    def score(window: bytes) -> None:
+        nonlocal nats, targets, state
+        ids = torch.tensor(list(window), dtype=torch.long).unsqueeze(0)
+        out = model(ids[:, :-1], state)
+        state = out.state
+        nats += F.cross_entropy(out.logits[0].float(), ids[0, 1:], reduction="sum").item()
+        targets += ids.shape[1] - 1
+        bar.update(ids.shape[1] - 1)
+
+    for chunk in chunks:
+        pending += chunk
+        while len(pending) > segment_len:
+            score(pending[: segment_len + 1])
+            pending = pending[segment_len:]
+    if len(pending) > 1:
+        score(pending)
+    bar.close()
+    model.train(was_training)
+    return {"bpc": nats / (targets * math.log(2)) if targets else float("nan"), "nats": nats, "targets": targets}
