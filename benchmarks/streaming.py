@@ -34,8 +34,9 @@ def main() -> int:
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         out = json.loads(proc.stdout.read().strip().splitlines()[-1])
+        rss = round(usage.ru_maxrss / 1024, 1)
         rows.append({"bytes": n, "scored": out["bytes"], "bpc": out["bpc"], "wall_s": round(wall, 2),
-                     "bytes_per_s": round(out["bytes"] / wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)})  # fmt: skip
+                     "bytes_per_s": round(out["bytes"] / wall, 1), "peak_rss_mb": rss})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     config = json.loads((Path(a.run_dir) / "config.json").read_text())
     result = {"run_dir": a.run_dir, "model": config["model"], "segment_len": config["segment_len"], "input": a.input,
