@@ -77,11 +77,19 @@ def test_train_help_lists_every_preset(capsys):
         assert name in out
 
 
-def test_default_out_is_runs_preset():
+def test_default_out_is_the_next_free_runs_preset(tmp_path, monkeypatch):
     from memtx.cli import parse_train_args
 
+    monkeypatch.chdir(tmp_path)
     assert parse_train_args([]).run.out == "runs/quickstart"
     assert parse_train_args(["pg9-allattn-8x256", "--max-steps", "3"]).run.out == "runs/pg9-allattn-8x256"
+    (tmp_path / "runs" / "quickstart").mkdir(parents=True)
+    assert parse_train_args([]).run.out == "runs/quickstart-2"
+    (tmp_path / "runs" / "quickstart-2").mkdir()
+    (tmp_path / "runs" / "quickstart-10").mkdir()
+    assert parse_train_args([]).run.out == "runs/quickstart-3"
+    assert parse_train_args(["--resume"]).run.out == "runs/quickstart-10"
+    assert parse_train_args(["--out", "x", "--resume"]).run.out == "x"
 
 
 def test_resume_continues_run(trained, capsys, corpus_file):

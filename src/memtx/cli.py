@@ -120,7 +120,22 @@ def parse_train_args(argv: list[str]) -> TrainCommand:
         ),
         "memtx train",
     )
-    return cmd if cmd.run.out else replace(cmd, run=replace(cmd.run, out=f"runs/{argv[0]}"))
+    return cmd if cmd.run.out else replace(cmd, run=replace(cmd.run, out=default_run_dir(argv[0], cmd.resume)))
+
+
+def default_run_dir(preset: str, resume: bool) -> str:
+    """runs/PRESET, or runs/PRESET-2, -3, ... when taken (never overwrite); with --resume, the newest of them."""
+    taken = [Path(f"runs/{preset}")] + sorted(
+        (p for p in Path("runs").glob(f"{preset}-*") if p.name.removeprefix(f"{preset}-").isdigit()),
+        key=lambda p: int(p.name.removeprefix(f"{preset}-")),
+    )
+    taken = [p for p in taken if p.exists()]
+    if resume:
+        return str(taken[-1]) if taken else f"runs/{preset}"
+    n = 1
+    while Path(f"runs/{preset}" + (f"-{n}" if n > 1 else "")).exists():
+        n += 1
+    return f"runs/{preset}" + (f"-{n}" if n > 1 else "")
 
 
 def _train(argv: list[str]) -> int:

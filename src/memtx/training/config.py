@@ -71,7 +71,7 @@ class RunConfig:
     seed: int = 0
     """Seed of parameters, dropout and sampling."""
     out: str = ""
-    """Run folder; '' = runs/<preset>."""
+    """Run folder; '' = runs/<preset>, or the next free runs/<preset>-N (with --resume: the newest of them)."""
     log_every: int = 10
     """Steps between lines of metrics.jsonl."""
     eval_every: int = 0
