@@ -125,20 +125,12 @@ def model_kwargs(
     return {"TransformerWrapper": wrapper, "Decoder": decoder}
 
 
-def build_model(
-    n_layers: int = 8,
-    d_model: int = 256,
-    n_heads: int = 4,
-    n_persistent: int = 256,
-    span: int = 512,
-    segment_len: int = 256,
-    vocab: int = 256,
-    attention_only: bool = True,
-) -> nn.Module:
-    """The closest x-transformers ``TransformerWrapper`` to memtx's All-attention LM (defaults: pg9-allattn-8x256)."""
+def build_model(**config: Any) -> nn.Module:
+    """The closest x-transformers ``TransformerWrapper`` to memtx's All-attention LM; ``config`` takes the keywords
+    of ``model_kwargs`` (defaults: pg9-allattn-8x256)."""
     from x_transformers import Decoder, TransformerWrapper
 
-    kw = model_kwargs(n_layers, d_model, n_heads, n_persistent, span, segment_len, vocab, attention_only)
+    kw = model_kwargs(**config)
     model = TransformerWrapper(**kw["TransformerWrapper"], attn_layers=Decoder(**kw["Decoder"]))
     setattr(model, _KWARGS_ATTR, kw)
     return model
