@@ -48,3 +48,55 @@ def reference_attention(
             out = out + torch.einsum("bhn,hnd->bhd", w[..., len(keys) :], extra_v)
         outs.append(out)
     return torch.stack(outs, dim=-2)
+
+
+def reference_dpfp(x: Tensor, nu: int = 3) -> Tensor:
+    """DPFP element by element: with r = [relu(x), relu(-x)] (length 2d), feature (j-1)*2d + i is r_i * r_{i-j}
+    (indices mod 2d), j = 1..nu."""
+    r = torch.cat([torch.relu(x), torch.relu(-x)], dim=-1)
+    n = r.shape[-1]
+    return torch.stack([r[..., i] * r[..., (i - j) % n] for j in range(1, nu + 1) for i in range(n)], dim=-1)
+
+
+def _reference_features(x: Tensor, weight: Tensor, n_heads: int) -> Tensor:
+    """(S, D) -> (H, S, K): per head, the L2-normalised DPFP of the projected rows."""
+    proj = x @ weight.T
+    heads = proj.view(x.shape[0], n_heads, -1).transpose(0, 1)
+    f = reference_dpfp(heads)
+    return f / f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def reference_associative_read(layer, h: Tensor, A: Tensor, z: Tensor, eps: float = 1e-5) -> Tensor:
+    """Twin of ``AssociativeLayer.read``: one row, head and position at a time."""
+    b, s, d = h.shape
+    n_heads = layer.n_heads
+    out = torch.zeros(b, s, d, dtype=h.dtype)
+    for r in range(b):
+        fq = _reference_features(h[r], layer.q.weight, n_heads)
+        for hd in range(n_heads):
+            for t in range(s):
+                value = A[r, hd].T @ fq[hd, t] / (z[r, hd] @ fq[hd, t] + eps)
+                dv = value.shape[0]
+                out[r, t, hd * dv : (hd + 1) * dv] = value
+    return out
+
+
+def reference_associative_write(layer, w: Tensor, A: Tensor, z: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """Twin of ``AssociativeLayer.write``: every write token m reads the start-of-segment (A, z) and adds its
+    outer product beta_m * k_m (v_m - A k_m / (z.k_m + eps))^T; z adds gamma_m k_m, gamma held constant."""
+    b, m, d = w.shape
+    n_heads = layer.n_heads
+    new_a, new_z = A.clone(), z.clone()
+    for r in range(b):
+        fk = _reference_features(w[r], layer.k.weight, n_heads)  # H, M, K
+        v = (w[r] @ layer.v.weight.T).view(m, n_heads, -1)  # M, H, Dv
+        beta = torch.sigmoid(w[r] @ layer.beta.weight.T + layer.beta.bias)  # M, H
+        for hd in range(n_heads):
+            for j in range(m):
+                k = fk[hd, j]
+                dot = z[r, hd] @ k + eps
+                held = A[r, hd].T @ k / dot
+                new_a[r, hd] = new_a[r, hd] + beta[j, hd] * torch.outer(k, v[j, hd] - held)
+                gamma = (1 - dot / (k @ k)).clamp(0, 1).detach()
+                new_z[r, hd] = new_z[r, hd] + gamma * k
+    return new_a, new_z

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class XLCacheState:
     """hidden[l] is (B, C_l, D): layer l's detached input states of the last C_l <= cache length positions."""
 
     hidden: tuple[Tensor, ...]
+    PREFIX = "xl_cache."
 
     def detach(self) -> XLCacheState:
         return XLCacheState(tuple(h.detach() for h in self.hidden))
@@ -30,6 +31,26 @@ class XLCacheState:
     def from_tensors(tensors: dict[str, Tensor]) -> XLCacheState:
         n = len([k for k in tensors if k.startswith("xl_cache.")])
         return XLCacheState(tuple(tensors[f"xl_cache.{i}"] for i in range(n)))
+
+
+class XLCache(nn.Module):
+    """Each layer attends over [cache ; segment]; the cache holds the last ``length`` input states of the layer
+    (0 = the layer's attention span, trimmed to the learned span with adaptive span)."""
+
+    def __init__(self, length: int = 0) -> None:
+        super().__init__()
+        self.length = length
+
+    def run(
+        self, blocks: nn.ModuleList, h: Tensor, state: XLCacheState | None, pos: Tensor
+    ) -> tuple[Tensor, XLCacheState]:
+        caches = state.hidden if state is not None else (None,) * len(blocks)
+        next_caches = []
+        for block, cache in zip(blocks, caches, strict=True):
+            length = min(self.length, block.cache_len()) if self.length else block.cache_len()
+            next_caches.append(extend(cache, h, length))
+            h = block(h, cache, pos)
+        return h, XLCacheState(tuple(next_caches))
 
 
 def extend(cache: Tensor | None, h: Tensor, length: int) -> Tensor:

@@ -19,7 +19,7 @@ class ModelConfig:
     """
 
     vocab_size: int = 256
-    """Number of token ids (256 for bytes)."""
+    """Number of token ids (256 for bytes; 0 = the size of the word vocabulary built from the corpus)."""
     n_layers: int = 8
     """L: number of layers."""
     d_model: int = 256
@@ -48,12 +48,51 @@ class ModelConfig:
     """Coefficient of the L1 span penalty coef * span * mean(z)."""
     span_cache: bool = True
     """With adaptive span: trim the cache (and the attention compute) to the learned span."""
+    adaptive: bool = False
+    """Adaptive input embeddings and adaptive softmax (Baevski & Auli 2019; Grave et al. 2017), for word vocabularies
+    whose ids are ordered by frequency."""
+    cutoffs: tuple[int, ...] = (20_000, 60_000)
+    """Adaptive: band boundaries (default: WikiText-103's bands of 20K, 40K and the remaining ~208K words)."""
+    adaptive_factor: float = 4.0
+    """Adaptive: each band is this many times narrower than the previous one."""
+    tie_adaptive: bool = True
+    """Adaptive: the softmax reuses the input embeddings and projections of each band."""
+    memory: Literal["xl", "rmt", "armt"] = "xl"
+    """How information crosses segments: 'xl' (Transformer-XL cache of hidden states), 'rmt' (RMT memory
+    tokens [read ; segment ; write]), 'armt' (ARMT associative memory per layer)."""
+    xl_len: int = 0
+    """xl: cached states per layer (0 = the attention span)."""
+    mem_tokens: int = 0
+    """M: memory tokens (rmt) or write tokens (armt)."""
+    mem_dim: int = 64
+    """armt: width of the associative keys before the DPFP feature map (2 x 3 x mem_dim after it)."""
+    mem_heads: int = 1
+    """armt: heads of the associative memory (must divide mem_dim and d_model)."""
 
     def __post_init__(self) -> None:
         for name in ("dropout", "emb_dropout", "span_init", "span_loss"):
             if getattr(self, name) != getattr(self, name):
                 raise ConfigError(f"model.{name} is NaN: give a number")
-        positive = ("vocab_size", "n_layers", "d_model", "n_heads", "span", "span_ramp")
+        object.__setattr__(self, "cutoffs", tuple(self.cutoffs))  # JSON gives a list
+        if self.vocab_size < 0:
+            raise ConfigError(f"model.vocab_size must be >= 1 (or 0: from the word vocabulary), got {self.vocab_size}")
+        if (
+            self.adaptive
+            and self.vocab_size
+            and (
+                not self.cutoffs
+                or list(self.cutoffs) != sorted(set(self.cutoffs))
+                or not 0 < self.cutoffs[0]
+                or self.cutoffs[-1] >= self.vocab_size
+            )
+        ):
+            raise ConfigError(
+                f"model.cutoffs {list(self.cutoffs)} must increase within (0, vocab_size={self.vocab_size}): "
+                "pass e.g. --model.cutoffs 2000 10000"
+            )
+        if self.adaptive and self.d_model // self.adaptive_factor ** len(self.cutoffs) < 1:
+            raise ConfigError("model.adaptive_factor leaves the last adaptive band no width: lower it or the cutoffs")
+        positive = ("n_layers", "d_model", "n_heads", "span", "span_ramp")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
@@ -73,6 +112,19 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 <= self.span_init <= 1.0:
             raise ConfigError(f"model.span_init must be in [0, 1], got {self.span_init}")
+        if self.memory not in ("xl", "rmt", "armt"):
+            raise ConfigError(f"model.memory must be 'xl', 'rmt' or 'armt', got {self.memory!r}")
+        if self.xl_len < 0:
+            raise ConfigError(f"model.xl_len must be >= 0, got {self.xl_len}")
+        if self.memory in ("rmt", "armt") and self.mem_tokens < 1:
+            raise ConfigError(f"model.memory={self.memory} needs memory tokens: pass --model.mem-tokens M (M >= 1)")
+        if self.memory == "armt" and (
+            self.mem_heads < 1 or self.mem_dim < 1 or self.mem_dim % self.mem_heads or self.d_model % self.mem_heads
+        ):
+            raise ConfigError(
+                f"model.mem_heads={self.mem_heads} must be >= 1 and divide model.mem_dim={self.mem_dim} and "
+                f"model.d_model={self.d_model}"
+            )
         if self.span_loss < 0:
             raise ConfigError(f"model.span_loss must be >= 0, got {self.span_loss}")
 

@@ -1,12 +1,52 @@
-"""Sampling with the cache: the prompt is read in segments, then one token per step."""
+"""Sampling with memory: the prompt goes through the segment loop, then one token per step.
+
+With the XL cache each new token costs one K/V projection per layer (``TransformerLM.decode``). Memory tokens and
+associative memory only change at segment ends, so a new token re-reads the current partial segment with the state
+of the completed ones; when the segment fills up, its state becomes the new one. Under the causal mask the
+segment's logits do not depend on the write positions, so both ways equal the segmented forward exactly.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-from memtx.memory.xl_cache import XLCacheState
+from memtx.memory.state import MemoryState
+from memtx.models.segments import segments
 from memtx.models.transformer_lm import TransformerLM
+
+
+def _sample(logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None) -> Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1, keepdim=True)
+    scaled = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(scaled, min(top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
+
+
+@torch.no_grad()
+def prefill(
+    model: TransformerLM, chunks: Iterable[Sequence[int]], segment_len: int, state: MemoryState | None = None
+) -> tuple[MemoryState | None, Tensor]:
+    """Read a prompt of any length, given as chunks of token ids, through the segment loop holding one segment at a
+    time: returns the state after all complete segments but the last, and the remaining 1..T ids (1, n) to pass
+    to ``generate`` with that state (together they equal ``generate`` on the whole prompt)."""
+    was_training = model.training
+    model.eval()
+    pending: list[int] = []
+    for chunk in chunks:
+        pending.extend(chunk)
+        while len(pending) > segment_len:
+            state = model(torch.tensor([pending[:segment_len]]), state).state
+            del pending[:segment_len]
+    model.train(was_training)
+    if not pending:
+        raise ValueError("the prompt is empty")
+    return state, torch.tensor([pending])
 
 
 @torch.no_grad()
@@ -18,31 +58,37 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     segment_len: int = 256,
-    state: XLCacheState | None = None,
+    state: MemoryState | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Continue `prompt` (B, P>=1) by `length` tokens; temperature 0 is greedy. Returns (B, length).
-
-    The prompt is read in segments with the hidden-state cache; its cache is then projected once into keys and
-    values, and each new token costs one K/V projection per layer (``TransformerLM.decode``)."""
+    """Continue `prompt` (B, P>=1) by `length` tokens; temperature 0 is greedy. Returns (B, length)."""
     was_training = model.training
     model.eval()
-    for start in range(0, prompt.shape[1], segment_len):
-        out = model(prompt[:, start : start + segment_len], state)
+    incremental = model.decodes_incrementally
+    # complete segments update the state; a trailing partial one (memory tokens / associative) is re-read per token
+    n_full = prompt.shape[1] if incremental else (prompt.shape[1] - 1) // segment_len * segment_len
+    for _, out in segments(model, prompt[:, :n_full], state, segment_len):
         state = out.state
-    logits = out.logits[:, -1]
-    kv = model.kv_cache(state, prompt.shape[0])
+    current = prompt[:, n_full:]
+    if incremental:
+        kv = model.kv_cache(state, prompt.shape[0])
+        logits = out.logits[:, -1]
+    else:
+        out = model(current, state)
+        logits = out.logits[:, -1]
+        if current.shape[1] == segment_len:
+            state, current = out.state, current[:, :0]
     tokens = []
     for _ in range(length):
-        if temperature <= 0:
-            nxt = logits.argmax(-1, keepdim=True)
-        else:
-            scaled = logits / temperature
-            if top_k is not None:
-                kth = torch.topk(scaled, min(top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
-                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-            nxt = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)
+        nxt = _sample(logits, temperature, top_k, generator)
         tokens.append(nxt)
-        logits, kv = model.decode(nxt, kv)
+        if incremental:
+            logits, kv = model.decode(nxt, kv)
+            continue
+        current = torch.cat([current, nxt], dim=1)
+        out = model(current, state)
+        logits = out.logits[:, -1]
+        if current.shape[1] == segment_len:
+            state, current = out.state, current[:, :0]
     model.train(was_training)
     return torch.cat(tokens, dim=1)

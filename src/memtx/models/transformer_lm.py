@@ -1,26 +1,42 @@
-"""The language model: embed -> blocks (with their XL cache) -> head."""
+"""The language model: embed -> memory mechanism around the blocks -> head."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memtx.memory import xl_cache
-from memtx.memory.xl_cache import KVCacheState, XLCacheState
+from memtx.memory.associative import AssociativeMemory
+from memtx.memory.memory_tokens import MemoryTokens
+from memtx.memory.state import MemoryState, SegmentMemory, state_from_tensors
+from memtx.memory.xl_cache import KVCacheState, XLCache, XLCacheState
 from memtx.models.blocks import AllAttentionBlock, TransformerBlock
 from memtx.models.config import ModelConfig
+from memtx.nn.adaptive import AdaptiveHead, AdaptiveInput
 
 
 @dataclass(frozen=True)
 class LMOutput:
-    logits: Tensor  # (B, T, V)
-    state: XLCacheState  # the cache to pass with the next segment
+    logits: Tensor | None  # (B, T, V) scores (log-probabilities with the adaptive softmax); None when the
+    # adaptive softmax was given targets (only the clusters they need are computed)
+    state: MemoryState  # the memory to pass with the next segment
+    nll: Tensor | None = None  # (B, T) nats of each target when targets were given; 0 where the target is -100
+
+
+def build_memory(cfg: ModelConfig) -> SegmentMemory:
+    """The mechanism that carries information from one segment to the next (``cfg.memory``)."""
+    if cfg.memory == "rmt":
+        return MemoryTokens(cfg.mem_tokens, cfg.d_model)
+    if cfg.memory == "armt":
+        return AssociativeMemory(cfg.n_layers, cfg.d_model, cfg.mem_tokens, cfg.mem_dim, cfg.mem_heads)
+    return XLCache(cfg.xl_len)
 
 
 class TransformerLM(nn.Module):
-    """Byte/word LM whose layers attend over a cache of the previous segments' hidden states.
+    """Byte/word LM: embed -> blocks run by the memory mechanism (XL cache, memory tokens, associative memory) ->
+    head. ``forward(x, state) -> (logits, next state)`` is the same for every mechanism.
 
     One learned relative-position table of shape (Dh, span) is shared by all layers and heads (paper, section 4).
     """
@@ -28,23 +44,48 @@ class TransformerLM(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.vocab_size < 1:
+            raise ValueError("model.vocab_size is 0: resolve it from the tokenizer before building the model")
+        if cfg.adaptive:
+            self.embed = AdaptiveInput(cfg.vocab_size, cfg.d_model, cfg.cutoffs, cfg.adaptive_factor)
+        else:
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.emb_dropout = nn.Dropout(cfg.emb_dropout)
         self.pos = nn.Parameter(torch.randn(cfg.d_head, cfg.span))
         block = AllAttentionBlock if cfg.block == "allattn" else TransformerBlock
         self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_layers))
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.memory = build_memory(cfg)
+        if cfg.adaptive:
+            tie = self.embed if cfg.tie_adaptive else None
+            self.head = AdaptiveHead(cfg.d_model, cfg.vocab_size, cfg.cutoffs, cfg.adaptive_factor, tie_to=tie)
+        else:
+            self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
 
-    def forward(self, x: Tensor, state: XLCacheState | None = None) -> LMOutput:
-        """x (B, T) token ids; state from the previous segment of the same streams, or None to start fresh."""
+    def forward(self, x: Tensor, state: MemoryState | None = None, targets: Tensor | None = None) -> LMOutput:
+        """x (B, T) token ids; state from the previous segment of the same streams, or None to start fresh;
+        targets (B, T) next-token ids (-100 = not scored) to also get each target's nats in ``nll``."""
         h = self.emb_dropout(self.embed(x))
-        caches = state.hidden if state is not None else (None,) * len(self.blocks)
-        next_caches = []
-        for block, cache in zip(self.blocks, caches, strict=True):
-            next_caches.append(xl_cache.extend(cache, h, block.cache_len()))
-            h = block(h, cache, self.pos)
-        logits = self.head(self.emb_dropout(h))
-        return LMOutput(logits, XLCacheState(tuple(next_caches)))
+        h, state = self.memory.run(self.blocks, h, state, self.pos)
+        h = self.emb_dropout(h)
+        if isinstance(self.head, AdaptiveHead):
+            nll = self.head.nll(h, targets) if targets is not None else None
+            return LMOutput(self.head.log_prob(h) if targets is None else None, state, nll)
+        logits = self.head(h)
+        nll = None
+        if targets is not None:
+            nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none")
+            nll = nll.view(targets.shape)
+        return LMOutput(logits, state, nll)
+
+    def scores(self, h: Tensor) -> Tensor:
+        """Next-token scores of final hidden states (B, ..., D) -> (B, ..., V)."""
+        return self.head.log_prob(h) if isinstance(self.head, AdaptiveHead) else self.head(h)
+
+    @property
+    def decodes_incrementally(self) -> bool:
+        """True when ``kv_cache``/``decode`` apply (the XL cache); other mechanisms generate by re-reading the
+        current segment (``models/generation.py``)."""
+        return isinstance(self.memory, XLCache)
 
     def kv_cache(self, state: XLCacheState | None, batch_size: int) -> KVCacheState:
         """Project a hidden-state cache into the K/V cache that ``decode`` continues from (exact: the same keys and
@@ -70,7 +111,7 @@ class TransformerLM(nn.Module):
             h, (k, v) = block.decode(h, (k, v), self.pos)
             keys.append(k)
             values.append(v)
-        return self.head(self.emb_dropout(h))[:, -1], KVCacheState(tuple(keys), tuple(values))
+        return self.scores(self.emb_dropout(h))[:, -1], KVCacheState(tuple(keys), tuple(values))
 
     def aux_loss(self) -> Tensor | float:
         """Regularisers to add to the training loss (the adaptive-span L1 penalty), 0.0 when there are none."""
@@ -87,6 +128,6 @@ class TransformerLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def memory_from_tensors(tensors: dict[str, Tensor]) -> XLCacheState:
-    """Inverse of ``state.to_tensors()`` for this model's memory (used when resuming a checkpoint)."""
-    return XLCacheState.from_tensors(tensors)
+def memory_from_tensors(tensors: dict[str, Tensor]) -> MemoryState:
+    """Inverse of ``state.to_tensors()`` for any mechanism (used when resuming a checkpoint)."""
+    return state_from_tensors(tensors)
