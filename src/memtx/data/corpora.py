@@ -4,6 +4,10 @@
 ``pg9`` (nine local Project Gutenberg novels, whole books held out), ``enwik8`` / ``text8``
 (downloaded once into a cache and verified by sha256) and any path to a text file or folder.
 Every split is a 1-D ``uint8`` array (a read-only memmap where the bytes come straight from one file).
+
+``load_word_corpus(spec)`` gives the same kind of splits as text for the word tokenizer (``memtx.data.word``):
+``wikitext-2`` / ``wikitext-103`` (the tokenized "v1" zips, downloaded once and verified), ``pg9`` (the PG-9 byte
+splits decoded as UTF-8) or a path to a text file/folder.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +77,57 @@ DOWNLOADS: dict[str, dict[str, Any]] = {
     },
 }
 
+NAMED_WORD_SPECS = ("wikitext-2", "wikitext-103", "pg9")
+
+#: WikiText word-level zips (the tokenized "v1" variant: ``<unk>`` already substituted, `` @-@ `` etc.).
+#: ``zip_sha256``/``zip_bytes``: the values the Hugging Face ``wikitext`` loader pins (datasets/wikitext/
+#: dataset_infos.json) for the Salesforce S3 zips; not recomputed here (no network). ``splits``: zip member and the
+#: **sha1** of the extracted file, as GluonNLP pins them (``gluonnlp/data/language_model.py``); no sha256 of the
+#: members is published. The WikiText-2 valid/test sha1 were checked against ``shared/data/wikitext-2`` (whose
+#: sha256 are in its README). ``urls`` are tried in order: the S3 bucket has answered 403 since 2024; the mirror of
+#: the dataset's author (Stephen Merity) serves the same zips (same sha256 expected; a mismatch is refused).
+WORD_DOWNLOADS: dict[str, dict[str, Any]] = {
+    "wikitext-2": {
+        "urls": (
+            "https://wikitext.smerity.com/wikitext-2-v1.zip",
+            "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip",
+        ),
+        "zip_name": "wikitext-2-v1.zip",
+        "zip_sha256": "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c",
+        "zip_bytes": 4_475_746,
+        "folder": "wikitext-2",
+        "splits": {
+            "train": ("wikitext-2/wiki.train.tokens", "863f29c46ef9d167fff4940ec821195882fe29d1"),
+            "valid": ("wikitext-2/wiki.valid.tokens", "0418625c8b4da6e4b5c7a0b9e78d4ae8f7ee5422"),
+            "test": ("wikitext-2/wiki.test.tokens", "c7b8ce0aa086fb34dab808c5c49224211eb2b172"),
+        },
+    },
+    "wikitext-103": {
+        "urls": (
+            "https://wikitext.smerity.com/wikitext-103-v1.zip",
+            "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip",
+        ),
+        "zip_name": "wikitext-103-v1.zip",
+        "zip_sha256": "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
+        "zip_bytes": 190_229_076,
+        "folder": "wikitext-103",
+        "splits": {
+            "train": ("wikitext-103/wiki.train.tokens", "b7497e2dfe77e72cfef5e3dbc61b7b53712ac211"),
+            "valid": ("wikitext-103/wiki.valid.tokens", "c326ac59dc587676d58c422eb8a03e119582f92b"),
+            "test": ("wikitext-103/wiki.test.tokens", "8a5befc548865cec54ed4273cf87dbbad60d1e47"),
+        },
+    },
+}
+
+#: Folder files taken as ready-made splits by ``load_word_corpus(PATH)`` (first complete set wins).
+WORD_SPLIT_FILES = (
+    ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
+    ("train.txt", "valid.txt", "test.txt"),
+)
+
+#: Some hosts refuse urllib's default User-Agent ("Python-urllib/3.x").
+_USER_AGENT = "Mozilla/5.0 (compatible; memtx)"
+
 _CHUNK = 1 << 20
 
 
@@ -105,6 +161,62 @@ def load_corpus(spec: str, data_dir: str | os.PathLike | None = None) -> Corpus:
     if spec in DOWNLOADS:
         return _load_download(spec, data_dir)
     return _load_path(spec)
+
+
+@dataclass(frozen=True, eq=False)
+class WordCorpus:
+    """A word corpus: three texts (lines of whitespace-separated words) and JSON-able provenance ``info``."""
+
+    name: str
+    train: str
+    valid: str
+    test: str
+    info: dict
+
+    def split(self, name: str) -> str:
+        """The text of split ``name`` (``train``, ``valid`` or ``test``)."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}: use one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+
+def load_word_corpus(spec: str, data_dir: str | os.PathLike | None = None) -> WordCorpus:
+    """Load word corpus ``spec``: ``wikitext-2``, ``wikitext-103``, ``pg9`` or a path to a text file/folder.
+
+    ``data_dir``: the download cache for WikiText (default ``$MEMTX_CACHE`` or ``~/.cache/memtx``; the files go
+    to ``DATA_DIR/wikitext-N/``, and a folder that already holds the three ``wiki.*.tokens`` is used as it is),
+    the Gutenberg folder for ``pg9``. A folder path holding ``wiki.{train,valid,test}.tokens`` or
+    ``{train,valid,test}.txt`` uses those files as the splits; any other file or folder (files concatenated in
+    sorted relative-path order) is split 90/5/5 by lines.
+    """
+    if spec in WORD_DOWNLOADS:
+        return _load_wikitext(spec, data_dir)
+    if spec == "pg9":
+        chars = _load_pg9(data_dir)
+        texts = [split_punctuation(_decode(chars.split(s))) for s in SPLITS]
+        info = {"spec": "pg9", "decoded": "utf-8, errors replaced", "punctuation": "split off", "bytes": chars.info}
+        return _word_corpus("pg9", texts, info)
+    return _load_word_path(spec)
+
+
+def load_word_split(spec: str, split: str, data_dir: str | os.PathLike | None = None) -> str:
+    """The text of one split of word corpus ``spec``. For WikiText, when the archive cannot be had, the split's
+    ``wiki.SPLIT.tokens`` in ``shared/data/wikitext-N`` (this machine has WikiText-2 valid and test) is used,
+    found like PG-9's folder."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if spec in WORD_DOWNLOADS:
+        try:
+            return load_word_corpus(spec, data_dir).split(split)
+        except DataError:
+            try:
+                local = _find_pg9_folder(None).parent / spec / f"wiki.{split}.tokens"
+            except DataError:
+                local = None
+            if local is None or not local.is_file():
+                raise
+            return _read_bytes(local).decode("utf-8")
+    return load_word_corpus(spec, data_dir).split(split)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -263,6 +375,22 @@ def _cache_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "memtx"
 
 
+def _make_cache(data_dir: str | os.PathLike | None) -> Path:
+    cache = _cache_dir(data_dir)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"cannot create cache folder '{cache}' ({_one_line(e)}): pass --data.data-dir or set MEMTX_CACHE "
+            "to a writable folder"
+        ) from e
+    return cache
+
+
+def _request(url: str) -> urllib.request.Request:
+    return urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+
+
 def _download(url: str, dest: Path, sha256: str, size: int) -> None:
     """Download ``url`` to a temp file beside ``dest``, check size and sha256, then rename it to ``dest``."""
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
@@ -270,7 +398,7 @@ def _download(url: str, dest: Path, sha256: str, size: int) -> None:
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(url, timeout=60) as resp:
+            with urllib.request.urlopen(_request(url), timeout=60) as resp:
                 total = int(resp.headers.get("Content-Length") or size)
                 with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False, disable=None) as bar:
                     while chunk := resp.read(_CHUNK):
@@ -311,14 +439,7 @@ def _extract(zip_path: Path, member: str, dest: Path) -> None:
 
 def _load_download(name: str, data_dir: str | os.PathLike | None) -> Corpus:
     entry = DOWNLOADS[name]
-    cache = _cache_dir(data_dir)
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(
-            f"cannot create cache folder '{cache}' ({_one_line(e)}): pass --data.data-dir or set MEMTX_CACHE "
-            "to a writable folder"
-        ) from e
+    cache = _make_cache(data_dir)
     raw = cache / entry["member"]
     zip_path = cache / f"{entry['member']}.zip"
     if not raw.is_file():
@@ -352,26 +473,29 @@ def _walk_error(e: OSError) -> None:
     raise _unreadable(e.filename, e) from e
 
 
-def _load_path(spec: str) -> Corpus:
+def _read_path(spec: str, named: Sequence[str]) -> tuple[Path, np.ndarray, list[dict]]:
+    """Bytes of a file (memmap) or of a folder's files in sorted relative-path order, and the file list."""
     path = Path(spec).expanduser()
     if not spec.strip() or not path.exists():
         raise DataError(
-            f"corpus path '{spec}' does not exist: pass an existing text file or folder, "
-            f"or one of {', '.join(NAMED_SPECS)}"
+            f"corpus path '{spec}' does not exist: pass an existing text file or folder, or one of {', '.join(named)}"
         )
     if path.is_file():
         data = _memmap(path)
-        files = [{"path": str(path.resolve()), "bytes": int(len(data))}]
-    elif path.is_dir():
-        found = (Path(root, f) for root, _, fs in os.walk(path, onerror=_walk_error) for f in fs)
-        rels = sorted(p.relative_to(path).as_posix() for p in found if p.is_file())
-        if not rels:
-            raise DataError(f"corpus folder '{spec}' has no files: pass a folder that holds text files")
-        parts = [_read_bytes(path / r) for r in rels]
-        data = np.frombuffer(b"".join(parts), dtype=np.uint8)
-        files = [{"path": r, "bytes": len(p)} for r, p in zip(rels, parts, strict=True)]
-    else:
+        return path, data, [{"path": str(path.resolve()), "bytes": int(len(data))}]
+    if not path.is_dir():
         raise DataError(f"corpus path '{spec}' is not a regular file or folder: pass a text file or folder")
+    found = (Path(root, f) for root, _, fs in os.walk(path, onerror=_walk_error) for f in fs)
+    rels = sorted(p.relative_to(path).as_posix() for p in found if p.is_file())
+    if not rels:
+        raise DataError(f"corpus folder '{spec}' has no files: pass a folder that holds text files")
+    parts = [_read_bytes(path / r) for r in rels]
+    files = [{"path": r, "bytes": len(p)} for r, p in zip(rels, parts, strict=True)]
+    return path, np.frombuffer(b"".join(parts), dtype=np.uint8), files
+
+
+def _load_path(spec: str) -> Corpus:
+    path, data, files = _read_path(spec, NAMED_SPECS)
     train, valid, test = _split_90_5_5(data, f"'{spec}'")
     info = {
         "spec": spec,
@@ -382,3 +506,137 @@ def _load_path(spec: str) -> Corpus:
         "split_bytes": _split_bytes(train, valid, test),
     }
     return Corpus(path.name or spec, train, valid, test, info)
+
+
+# ---------------------------------------------------------------------------------------------- word corpora
+
+
+def _decode(data: np.ndarray | bytes) -> str:
+    return bytes(data).decode("utf-8", errors="replace")
+
+
+def _count_lines(text: str) -> int:
+    """Lines as ``memtx.data.word.split_lines`` counts them (universal newlines; a last unterminated line counts)."""
+    ends = text.count("\n") + text.count("\r") - text.count("\r\n")
+    return ends + (1 if text and not text.endswith(("\n", "\r")) else 0)
+
+
+_PUNCTUATION = re.compile(r"([^\w\s])")
+
+
+def split_punctuation(text: str) -> str:
+    """WikiText-like tokens for raw prose: every character that is neither a word character nor a space becomes a
+    token of its own ("Well, he's here." -> "Well , he ' s here ."); line breaks are kept."""
+    return "\n".join(" ".join(_PUNCTUATION.sub(r" \1 ", line).split()) for line in text.split("\n"))
+
+
+def _word_corpus(name: str, texts: Sequence[str], info: dict) -> WordCorpus:
+    info = {
+        **info,
+        "split_chars": {s: len(t) for s, t in zip(SPLITS, texts, strict=True)},
+        "split_lines": {s: _count_lines(t) for s, t in zip(SPLITS, texts, strict=True)},
+    }
+    return WordCorpus(name, *texts, info)
+
+
+def _file_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download_any(urls: Sequence[str], dest: Path, sha256: str, size: int) -> str:
+    """Download the first of ``urls`` that serves the file with the right sha256; returns that URL."""
+    if len(urls) == 1:
+        _download(urls[0], dest, sha256, size)
+        return urls[0]
+    failures = []
+    for url in urls:
+        try:
+            _download(url, dest, sha256, size)
+            return url
+        except DataError as e:
+            failures.append(f"{url}: {_one_line(e.__cause__) if e.__cause__ else 'wrong sha256'}")
+    raise DataError(
+        f"could not download {dest.name} ({'; '.join(failures)}): check the network, or fetch it by hand "
+        f"(sha256 {sha256}) into {dest.parent}"
+    )
+
+
+def _wikitext_folder(cache: Path, entry: dict) -> Path:
+    """``cache`` itself when it already holds the three split files, else ``cache/<folder>``."""
+    names = [Path(member).name for member, _ in entry["splits"].values()]
+    return cache if all((cache / n).is_file() for n in names) else cache / entry["folder"]
+
+
+def _load_wikitext(name: str, data_dir: str | os.PathLike | None) -> WordCorpus:
+    entry = WORD_DOWNLOADS[name]
+    cache = _make_cache(data_dir)
+    folder = _wikitext_folder(cache, entry)
+    paths = {s: folder / Path(member).name for s, (member, _) in entry["splits"].items()}
+    stale = [s for s, (_, sha1) in entry["splits"].items() if not paths[s].is_file() or _file_sha1(paths[s]) != sha1]
+    url = None
+    if stale:
+        zip_path = cache / entry["zip_name"]
+        if not zip_path.is_file() or _file_sha256(zip_path) != entry["zip_sha256"]:
+            url = _download_any(entry["urls"], zip_path, entry["zip_sha256"], entry["zip_bytes"])
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create '{folder}' ({_one_line(e)}): pass a writable --data.data-dir") from e
+        for s in stale:
+            member, sha1 = entry["splits"][s]
+            _extract(zip_path, member, paths[s])
+            if _file_sha1(paths[s]) != sha1:
+                raise DataError(
+                    f"'{member}' in '{zip_path}' has not the expected sha1 {sha1}: delete the zip and run again"
+                )
+    texts = [_read_bytes(paths[s]).decode("utf-8") for s in SPLITS]
+    info = {
+        "spec": name,
+        "url": url,
+        "zip_sha256": entry["zip_sha256"],
+        "files": {s: {"path": str(paths[s]), "sha1": entry["splits"][s][1]} for s in SPLITS},
+    }
+    return _word_corpus(name, texts, info)
+
+
+def _load_word_path(spec: str) -> WordCorpus:
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        for names in WORD_SPLIT_FILES:
+            if all((path / n).is_file() for n in names):
+                raw = [_read_bytes(path / n) for n in names]
+                texts = [_decode(r) for r in raw]
+                files = [
+                    {"split": s, "path": n, "bytes": len(r), "sha256": hashlib.sha256(r).hexdigest()}
+                    for s, n, r in zip(SPLITS, names, raw, strict=True)
+                ]
+                return _word_corpus(path.name, texts, {"spec": spec, "path": str(path.resolve()), "files": files})
+    path, data, files = _read_path(spec, NAMED_WORD_SPECS)
+    lines = _split_keep_ends(_decode(data))
+    n = len(lines)
+    a, b = n * 90 // 100, n * 95 // 100
+    if min(a, b - a, n - b) == 0:
+        raise DataError(
+            f"corpus '{spec}' has {n:,} lines, too few to split 90/5/5 by line: pass a text of at least 20 lines"
+        )
+    texts = ["".join(lines[:a]), "".join(lines[a:b]), "".join(lines[b:])]
+    info = {
+        "spec": spec,
+        "path": str(path.resolve()),
+        "files": files,
+        "sha256": _sha256(data),
+        "split": "90/5/5 by line",
+    }
+    return _word_corpus(path.name or spec, texts, info)
+
+
+def _split_keep_ends(text: str) -> list[str]:
+    """Lines with their ends (universal newlines), so that ``"".join`` gives ``text`` back."""
+    return [m.group() for m in _LINE_WITH_END.finditer(text)]
+
+
+_LINE_WITH_END = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")

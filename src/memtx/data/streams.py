@@ -59,9 +59,20 @@ class TrainStreams:
         if start is not None:
             self.load_state_dict(start)
 
-    def next_batch(self) -> Batch:
-        """The next window of every stream: ``x = s[:, p:p+T]``, ``y = s[:, p+1:p+T+1]``."""
-        p, t = self.pos, self.seg_len
+    def check_segments(self, segments: int) -> None:
+        """DataError unless a window of `segments` segments fits in one stream."""
+        t = self.seg_len * segments
+        if t + 1 > self.stream_len:
+            raise DataError(
+                f"{segments} segments of {self.seg_len} bytes need streams of {t + 1:,} bytes, but the training split "
+                f"gives {self.batch_size} streams of {self.stream_len:,}: lower --batch-size, --segment-len or the "
+                "segments per step"
+            )
+
+    def next_batch(self, segments: int = 1) -> Batch:
+        """The next window of every stream: ``x = s[:, p:p+n]``, ``y = s[:, p+1:p+n+1]``, n = segments * T."""
+        self.check_segments(segments)
+        p, t = self.pos, self.seg_len * segments
         if p + t + 1 > self.stream_len:
             p = 0
             self.epoch += 1
