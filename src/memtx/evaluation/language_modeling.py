@@ -11,7 +11,6 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from memtx.data.streams import count_targets, eval_batches
@@ -50,11 +49,9 @@ def evaluate_lm(
     )
     for x, y in eval_batches(data, batch_size, segment_len):
         x, y = x[rank::world], y[rank::world]  # every rank runs every batch (a sharded model needs them all)
-        out = model(x, state)
+        out = model(x, state, y)
         state = out.state
-        nats += F.cross_entropy(
-            out.logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100, reduction="sum"
-        ).item()
+        nats += out.nll.double().sum().item()
         batch_targets = int((y != -100).sum())
         seen += batch_targets
         bar.update(batch_targets * world)
@@ -88,9 +85,9 @@ def evaluate_stream(
     def score(window: bytes) -> None:
         nonlocal nats, targets, state
         ids = torch.tensor(list(window), dtype=torch.long).unsqueeze(0)
-        out = model(ids[:, :-1], state)
+        out = model(ids[:, :-1], state, ids[:, 1:])
         state = out.state
-        nats += F.cross_entropy(out.logits[0].float(), ids[0, 1:], reduction="sum").item()
+        nats += out.nll.double().sum().item()
         targets += ids.shape[1] - 1
         bar.update(ids.shape[1] - 1)
 
