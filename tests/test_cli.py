@@ -112,3 +112,18 @@ def test_evaluate_streams_a_file_or_stdin(trained, capsys, tmp_path, monkeypatch
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.read_bytes())))
     code, stdout, _ = run(capsys, "evaluate", str(out), "--input", "-", "--json")
     assert code == 0 and last_json(stdout)["bpc"] == from_file["bpc"]
+
+
+def test_generate_continues_a_file_read_in_segments(trained, capsys, tmp_path):
+    """--input streams the prompt; greedy output equals the --prompt path on the same text."""
+    out, _ = trained
+    text = "the memory of a persistent vector keeps what the attention reads " * 3
+    (tmp_path / "prompt.txt").write_text(text)
+    argv = ["--length", "10", "--temperature", "0", "--json"]
+    code, stdout, err = run(capsys, "generate", str(out), "--input", str(tmp_path / "prompt.txt"), *argv)
+    assert code == 0, err
+    code2, stdout2, _ = run(capsys, "generate", str(out), "--prompt", text, *argv)
+    assert code2 == 0 and last_json(stdout)["text"] == last_json(stdout2)["text"]
+    (tmp_path / "empty.txt").write_text("")
+    code, _, err = run(capsys, "generate", str(out), "--input", str(tmp_path / "empty.txt"))
+    assert code == 3 and err.startswith("memtx: error:") and "empty" in err

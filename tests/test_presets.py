@@ -51,17 +51,22 @@ def test_preset_takes_a_step_at_tiny_size(name, tmp_path, corpus_file):
         span=16,
         n_persistent=min(cfg.model.n_persistent, 4),
         d_ff=8,
+        cutoffs=(4, 8),
     )
+    task = cfg.data.task != "lm"
     cfg = replace(
         cfg,
         model=tiny_model,
-        data=DataConfig(corpus=str(corpus_file)),
+        data=replace(cfg.data, pairs=2) if task else DataConfig(corpus=str(corpus_file), tokens=cfg.data.tokens),
         batch_size=2,
         segment_len=8,
-        max_steps=2,
+        max_steps=3 if task else 2,
+        stage_steps=1,
         eval_batch_size=2,
+        eval_samples=4,
         sample_len=0,
         eval_every=0,
     )
     summary = train(cfg, tmp_path / name, progress=False)
-    assert summary["steps"] == 2 and summary["valid_bpc"] == summary["valid_bpc"]  # finite, not NaN
+    metric = summary["valid_accuracy"] if task else summary.get("valid_bpc", summary.get("valid_ppl"))
+    assert summary["steps"] == cfg.max_steps and metric == metric  # finite, not NaN

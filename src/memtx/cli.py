@@ -19,14 +19,16 @@ from memtx.presets import DEFAULT_PRESET, PRESETS
 from memtx.runtime import tune_allocator
 from memtx.training.config import RunConfig
 
-USAGE = """usage: memtx {train,evaluate,generate} ...
+USAGE = """usage: memtx {train,evaluate,generate,babilong} ...
 
   train [PRESET] [--out DIR] [--max-steps N] [--max-time S] [--seed S] [--resume] [overrides]
                                    train a preset (default: quickstart); memtx train --help lists them
   evaluate RUN_DIR [--split valid|test] [--max-bytes N] [--input FILE|-]
                                    exact bits per byte of a split, or of any file / stdin (streamed)
-  generate RUN_DIR --prompt TEXT [--length N] [--temperature T]
+  generate RUN_DIR (--prompt TEXT | --input FILE|-) [--length N] [--temperature T]
                                    sample a continuation
+  babilong RUN_DIR [--tasks qa1,qa2] [--lengths 0k,1k,4k] [--samples N] [--out FILE]
+                                   BABILong accuracy table (JSON, heatmap PNG, printed table)
 Each command accepts --json (end with one JSON line of its results) and --help."""
 
 
@@ -53,6 +55,12 @@ class EvaluateCommand:
     """Parallel evaluation streams (0 = the run's eval-batch-size)."""
     input: str | None = None
     """Score this file instead of a split ('-' = standard input), streamed in segments: any length, flat memory."""
+    corpus: str | None = None
+    """Score a split of this corpus instead of the run's own (e.g. wikitext-2 for a model trained on pg9 words)."""
+    samples: int = 0
+    """Synthetic-task runs: held-out samples to score (0 = the run's eval-samples)."""
+    segments: int = 0
+    """Synthetic-task runs: segments per sample (0 = the run's last curriculum stage); more tests generalisation."""
     json: bool = False
     """End with one JSON line of the results."""
     progress: bool = True
@@ -65,6 +73,8 @@ class GenerateCommand:
     """Run folder written by 'memtx train'."""
     prompt: str = "\n"
     """Text to continue."""
+    input: str | None = None
+    """Continue this file instead ('-' = standard input), read in segments: any length, flat memory (byte runs)."""
     length: int = 300
     """Tokens to generate."""
     temperature: float = 0.8
@@ -75,6 +85,30 @@ class GenerateCommand:
     """Sampling seed."""
     json: bool = False
     """End with one JSON line of the results."""
+
+
+@dataclass(frozen=True)
+class BabilongCommand:
+    run_dir: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="RUN_DIR")]
+    """Run folder of a byte-level model written by 'memtx train'."""
+    tasks: str = "qa1"
+    """Comma-separated bAbI tasks (qa1..qa20)."""
+    lengths: str = "0k,1k,4k,16k"
+    """Comma-separated context lengths in tokens (bytes): 0k (facts only), 1k = 1,000, ..., 1M."""
+    samples: int = 100
+    """Test samples per (task, length) cell."""
+    seed: int = 0
+    """Seed of the samples (which questions, where the noise starts, where the facts go)."""
+    babi_dir: str | None = None
+    """bAbI v1.2 folder (default: shared/data/babi above the working directory)."""
+    noise_dir: str | None = None
+    """Folder of books for the distractor text (default: shared/data/gutenberg; the test books)."""
+    out: str = ""
+    """Where to write the JSON table ('' = RUN_DIR/babilong.json); the heatmap goes beside it (.png)."""
+    json: bool = False
+    """End with one JSON line of the results."""
+    progress: bool = True
+    """Show a progress bar over samples (on a terminal)."""
 
 
 def _parse(parse, prog: str):
@@ -181,6 +215,7 @@ def _evaluate(argv: list[str]) -> int:
     from memtx.data import load_corpus
     from memtx.evaluation.language_modeling import evaluate_lm, evaluate_stream
     from memtx.training.checkpoint import load_run
+    from memtx.training.trainer import load_tokenizer
 
     cmd = _parse(
         lambda: tyro.cli(
@@ -188,16 +223,21 @@ def _evaluate(argv: list[str]) -> int:
         ),
         "memtx evaluate",
     )
-    if cmd.max_bytes < 0 or cmd.batch_size < 0:
-        raise ConfigError("--max-bytes and --batch-size must be >= 0")
+    if min(cmd.max_bytes, cmd.batch_size, cmd.samples, cmd.segments) < 0:
+        raise ConfigError("--max-bytes, --batch-size, --samples and --segments must be >= 0")
     cfg, model = load_run(cmd.run_dir)
+    if cfg.data.task != "lm" and cmd.input is None:
+        return _evaluate_task(cmd, cfg, model)
+    tokenizer = load_tokenizer(cmd.run_dir)
+    if tokenizer is not None:
+        return _evaluate_words(cmd, cfg, model, tokenizer)
     if cmd.input is not None:
         res = evaluate_stream(model, read_chunks(cmd.input, cmd.max_bytes), cfg.segment_len, progress=cmd.progress)
         if res["targets"] == 0:
             raise DataError(f"--input {cmd.input} has fewer than 2 bytes: nothing to score; pass a longer text")
         name, key = ("stdin" if cmd.input == "-" else cmd.input), "input"
     else:
-        data = load_corpus(cfg.data.corpus, cfg.data.data_dir).split(cmd.split)
+        data = load_corpus(cmd.corpus or cfg.data.corpus, cfg.data.data_dir).split(cmd.split)
         batch = cmd.batch_size or cfg.eval_batch_size
         res = evaluate_lm(model, data, batch, cfg.segment_len, cmd.max_bytes, progress=cmd.progress)
         name, key = cmd.split, "split"
@@ -208,9 +248,57 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _evaluate_words(cmd: EvaluateCommand, cfg: RunConfig, model, tokenizer) -> int:
+    """Exact perplexity of a word-level run: every word of the split (or --input text) scored once, in order."""
+    import math
+
+    from memtx.data.corpora import load_word_split, split_punctuation
+    from memtx.evaluation.language_modeling import evaluate_lm
+
+    if cmd.input is not None:
+        text = b"".join(read_chunks(cmd.input, cmd.max_bytes)).decode("utf-8", "replace")
+        ids = tokenizer.encode(split_punctuation(text) if cfg.data.corpus == "pg9" else text)
+        name, key, batch = ("stdin" if cmd.input == "-" else cmd.input), "input", 1
+    else:
+        spec = cmd.corpus or cfg.data.corpus
+        text = load_word_split(spec, cmd.split, None if cmd.corpus else cfg.data.data_dir)
+        ids = tokenizer.encode(text)  # already in the corpus's tokens
+        name, key, batch = f"{spec} {cmd.split}", "split", cmd.batch_size or cfg.eval_batch_size
+    res = evaluate_lm(model, ids, batch, cfg.segment_len, cmd.max_bytes if cmd.input is None else 0, cmd.progress)
+    if res["targets"] == 0:
+        raise DataError(f"{name} has fewer than 2 words: nothing to score; pass a longer text")
+    ppl = math.exp(res["nats"] / res["targets"])
+    unk = float((ids == tokenizer.unk_id).mean()) if len(ids) else 0.0
+    print(f"{name} perplexity: {ppl:.2f}  ({res['targets']:,} words scored, {unk:.1%} <unk>)")
+    if cmd.json:
+        print(json.dumps({key: name, "ppl": ppl, "words": res["targets"], "nats": res["nats"], "unk_rate": unk}))
+    return 0
+
+
+def _evaluate_task(cmd: EvaluateCommand, cfg: RunConfig, model) -> int:
+    from memtx.evaluation.tasks import evaluate_task
+    from memtx.tasks.synthetic import check_task
+    from memtx.training.trainer import training_batches
+
+    batches, _, _ = training_batches(cfg)
+    n_segments = cmd.segments or cfg.final_segments
+
+    check_task(cfg.data.task, cfg.data.symbols, cfg.data.pairs, n_segments, cfg.segment_len)
+    res = evaluate_task(
+        model, batches, cmd.samples or cfg.eval_samples, n_segments, cmd.batch_size or cfg.eval_batch_size
+    )
+    print(
+        f"{cfg.data.task} over {n_segments} segments: accuracy {res['accuracy']:.4f} of answer tokens, "
+        f"{res['exact']:.4f} of samples exactly ({res['samples']} samples)"
+    )
+    if cmd.json:
+        print(json.dumps({"task": cfg.data.task, "segments": n_segments, **res}))
+    return 0
+
+
 def _generate(argv: list[str]) -> int:
     from memtx.training.checkpoint import load_run
-    from memtx.training.trainer import sample_text
+    from memtx.training.trainer import load_tokenizer, sample_text
 
     cmd = _parse(
         lambda: tyro.cli(GenerateCommand, prog="memtx generate", args=argv, description="Sample a continuation."),
@@ -219,18 +307,101 @@ def _generate(argv: list[str]) -> int:
     if cmd.length < 0:
         raise ConfigError(f"--length must be >= 0, got {cmd.length}")
     cfg, model = load_run(cmd.run_dir)
+    tokenizer = load_tokenizer(cmd.run_dir)
+    if cmd.input is not None:
+        return _generate_from_input(cmd, cfg, model, tokenizer)
     prompt = cmd.prompt.encode("utf-8", "surrogateescape")  # the raw bytes the shell passed, valid UTF-8 or not
-    text = sample_text(
-        model, prompt, cmd.length, cmd.seed, cfg.segment_len, temperature=cmd.temperature, top_k=cmd.top_k or None
-    )
     shown = prompt.decode("utf-8", "replace")
+    if tokenizer is not None:  # word level: the prompt in the corpus's tokens
+        from memtx.data.corpora import split_punctuation
+
+        prompt = split_punctuation(shown) if cfg.data.corpus == "pg9" else shown
+    text = sample_text(
+        model,
+        prompt,
+        cmd.length,
+        cmd.seed,
+        cfg.segment_len,
+        temperature=cmd.temperature,
+        top_k=cmd.top_k or None,
+        tokenizer=tokenizer,
+    )
+    if tokenizer is not None and text and not text[0].isspace():
+        text = " " + text
     print(shown + text)
     if cmd.json:
         print(json.dumps({"prompt": shown, "text": text}))
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "generate": _generate}
+def _generate_from_input(cmd: GenerateCommand, cfg: RunConfig, model, tokenizer) -> int:
+    import torch
+
+    from memtx.data import decode
+    from memtx.models.generation import generate, prefill
+
+    if tokenizer is not None:
+        raise ConfigError("--input is for byte-level runs; pass the prompt of a word-level run with --prompt")
+    try:
+        state, tail = prefill(model, read_chunks(cmd.input), cfg.segment_len)
+    except ValueError as e:
+        raise DataError(f"--input {cmd.input} is empty: pass a text to continue") from e
+    gen = torch.Generator().manual_seed(cmd.seed)
+    out = generate(
+        model,
+        tail,
+        cmd.length,
+        temperature=cmd.temperature,
+        top_k=cmd.top_k or None,
+        segment_len=cfg.segment_len,
+        state=state,
+        generator=gen,
+    )
+    text = decode(out[0])
+    print(text)
+    if cmd.json:
+        print(json.dumps({"input": cmd.input, "text": text}))
+    return 0
+
+
+def _babilong(argv: list[str]) -> int:
+    from memtx.evaluation.reasoning import evaluate_babilong, plot_heatmap
+    from memtx.tasks.babilong import parse_length, task_name
+    from memtx.training.checkpoint import load_run
+    from memtx.training.trainer import load_tokenizer
+
+    cmd = _parse(
+        lambda: tyro.cli(BabilongCommand, prog="memtx babilong", args=argv, description="BABILong accuracy table."),
+        "memtx babilong",
+    )
+    tasks = [task_name(t.strip()) for t in cmd.tasks.split(",") if t.strip()]
+    lengths = [n.strip() for n in cmd.lengths.split(",") if n.strip()]
+    for n in lengths:
+        parse_length(n)
+    if not tasks or not lengths or cmd.samples < 1:
+        raise ConfigError("--tasks, --lengths and --samples (>= 1) must name at least one cell: e.g. --tasks qa1")
+    cfg, model = load_run(cmd.run_dir)
+    if load_tokenizer(cmd.run_dir) is not None or cfg.model.vocab_size != 256:
+        raise ConfigError(f"{cmd.run_dir} is not a byte-level run: BABILong samples are scored in bytes")
+    rows = evaluate_babilong(
+        model, cfg.segment_len, tasks, lengths, cmd.samples, cmd.seed, cmd.babi_dir, cmd.noise_dir, cmd.progress
+    )
+    out = Path(cmd.out or Path(cmd.run_dir) / "babilong.json")
+    result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "samples": cmd.samples, "seed": cmd.seed, "rows": rows}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    png = plot_heatmap(rows, out.with_suffix(".png"), f"BABILong accuracy: {Path(cmd.run_dir).name}")
+    print(f"{'task':6} {'length':>7} {'accuracy':>9}  {'95% interval':>15} {'n':>5} {'peak MB':>8}")
+    for r in rows:
+        low, high = r["ci95"]
+        print(f"{r['task']:6} {r['length']:>7} {r['accuracy']:9.1%}  [{low:5.1%}, {high:5.1%}] {r['samples']:5d} "
+              f"{r['peak_rss_mb']:8.0f}")  # fmt: skip
+    print(f"wrote {out} and {png}")
+    if cmd.json:
+        print(json.dumps({"table": str(out), "plot": str(png), "rows": rows}))
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "generate": _generate, "babilong": _babilong}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,136 @@ _PG9 = RunConfig(
     checkpoint_every=200,
 )
 
+# Synthetic memory tasks (RMT paper, section 4.1) sized for 2 CPU cores: 16 symbols, segments of 16 tokens,
+# 8 segments at the last curriculum stage (1 -> 2 -> 4 -> 8). The All-attention layer with each memory.
+_TASK_MODEL = ModelConfig(
+    vocab_size=18, n_layers=4, d_model=128, n_heads=4, block="allattn", n_persistent=64, span=64, mem_tokens=16
+)
+_TASK = RunConfig(
+    model=_TASK_MODEL,
+    data=DataConfig(task="copy", symbols=16),
+    optim=OptimConfig(name="adam", lr=1e-3, warmup=100, clip=1.0),
+    batch_size=32,
+    segment_len=16,
+    curriculum=(1, 2, 4, 8),
+    stage_steps=200,
+    max_steps=100_000,
+    max_time=300,
+    log_every=20,
+    eval_every=200,
+    eval_samples=500,
+    eval_batch_size=100,
+    checkpoint_every=300,
+    sample_len=0,
+)
+_RMT = replace(_TASK_MODEL, memory="rmt")
+_ARMT = replace(_TASK_MODEL, memory="armt", mem_dim=32)
+# an XL cache holding the floats of the RMT state (M x D): M / L states per layer
+_XL = replace(_TASK_MODEL, memory="xl", xl_len=_TASK_MODEL.mem_tokens // _TASK_MODEL.n_layers, mem_tokens=0)
+_ASSOC = replace(_TASK, data=DataConfig(task="assoc", symbols=16, pairs=4), curriculum=(2, 4, 8))
+
+
+def _task(name: str, model: ModelConfig, base: RunConfig = _TASK) -> RunConfig:
+    vocab = base.data.symbols + 2
+    return replace(base, model=replace(model, vocab_size=vocab), data=replace(base.data, task=name))
+
+
+# Word level. WikiText-103: the paper's 36-layer model (PAPERS.md section 1) with adaptive input and softmax (bands of
+# 20K / 40K / ~208K words, factor 4, tied) and Adam 2.5e-4, global clip 1. The paper gives no batch or schedule for
+# it; batch 64 x 256 tokens and 16k warm-up steps follow Baevski & Auli's fairseq recipe.
+_WT103_MODEL = ModelConfig(
+    vocab_size=0,
+    n_layers=36,
+    d_model=512,
+    n_heads=8,
+    block="allattn",
+    n_persistent=2048,
+    span=2048,
+    dropout=0.3,
+    adaptive=True,
+    cutoffs=(20_000, 60_000),
+)
+_WT103 = RunConfig(
+    model=_WT103_MODEL,
+    data=DataConfig(corpus="wikitext-103", tokens="words"),
+    optim=OptimConfig(name="adam", lr=2.5e-4, warmup=16_000, clip=1.0),
+    batch_size=64,
+    segment_len=256,
+    max_steps=286_000,
+    log_every=100,
+    eval_every=10_000,
+    eval_bytes=0,
+    checkpoint_every=5000,
+    sample_len=100,
+)
+# PG-9 words on this CPU: 4 x 256, vocabulary of the 32,768 most frequent words (punctuation split off),
+# adaptive bands 2K / 8K / rest.
+_PG9_WORD_MODEL = ModelConfig(
+    vocab_size=0,
+    n_layers=4,
+    d_model=256,
+    n_heads=4,
+    block="allattn",
+    n_persistent=256,
+    span=256,
+    adaptive=True,
+    cutoffs=(2000, 10_000),
+)
+_PG9_WORD = RunConfig(
+    model=_PG9_WORD_MODEL,
+    data=DataConfig(corpus="pg9", tokens="words", max_vocab=32_768),
+    optim=OptimConfig(name="adam", lr=1e-3, warmup=100, clip=1.0),
+    batch_size=16,
+    segment_len=128,
+    max_steps=100_000,
+    max_time=1200,
+    log_every=20,
+    eval_every=0,
+    checkpoint_every=500,
+    sample_len=40,
+)
+
+# BABILong from scratch on 2 CPU cores (Kuratov et al. 2024): byte-level 4x128 models, segments of 128 bytes,
+# curriculum 1 -> 2 -> 4 -> 8 segments (samples of 128 .. 1024 bytes of book text with the facts inside), 60 min.
+_BABI_MODEL = ModelConfig(
+    n_layers=4, d_model=128, n_heads=4, block="transformer", n_persistent=0, d_ff=512, span=256, mem_tokens=16
+)
+_BABI = RunConfig(
+    model=_BABI_MODEL,
+    data=DataConfig(task="babilong", babi_tasks=("qa1",)),
+    optim=OptimConfig(name="adam", lr=1e-3, warmup=100, clip=1.0),
+    batch_size=16,
+    segment_len=128,
+    curriculum=(1, 2, 4, 8),
+    stage_steps=400,
+    max_steps=100_000,
+    max_time=3600,
+    log_every=20,
+    eval_every=400,
+    eval_samples=200,
+    checkpoint_every=400,
+    sample_len=0,
+)
+_BABI_MEMORIES = {
+    "rmt": ("Transformer + 16 RMT memory tokens", replace(_BABI_MODEL, memory="rmt")),
+    "armt": ("Transformer + ARMT associative memory", replace(_BABI_MODEL, memory="armt", mem_dim=32)),
+    "allattn-rmt": (
+        "All-attention (N=256) + 16 RMT memory tokens",
+        replace(_BABI_MODEL, memory="rmt", block="allattn", n_persistent=256),
+    ),
+    "xl": ("Transformer + XL cache of 256 states (baseline)", replace(_BABI_MODEL, memory="xl", mem_tokens=0)),
+}
+
+
+def _babilong_presets() -> dict[str, tuple[str, RunConfig]]:
+    out = {}
+    for tasks, name in ((("qa1",), "qa1"), (("qa1", "qa2", "qa3", "qa4", "qa5"), "qa1-5")):
+        for key, (what, model) in _BABI_MEMORIES.items():
+            cfg = replace(_BABI, model=model, data=replace(_BABI.data, babi_tasks=tasks))
+            out[f"babilong-{name}-{key}"] = (f"BABILong {name} from scratch: {what}, byte level, 60 min.", cfg)
+    return out
+
+
 PRESETS: dict[str, tuple[str, RunConfig]] = {
     "quickstart": (
         "Small All-attention model (4x128, N=128) on the embedded corpus (Python's own docs); ~2 minutes on 2 cores.",
@@ -101,6 +231,16 @@ PRESETS: dict[str, tuple[str, RunConfig]] = {
     "pg9-transformer-8x256": (
         "PG-9 chars: its Transformer twin (FFN width 254: equal parameters to within 16), same training.",
         replace(_PG9, model=replace(_PG9_MODEL, block="transformer", n_persistent=0, d_ff=254)),
+    ),
+    "pg9-allattn-rmt-8x256": (
+        "PG-9 chars: the 8x256 All-attention model with 16 RMT memory tokens instead of the XL cache; 2 segments "
+        "of 256 per step, gradients through the memory, batch 8 (the same tokens per step).",
+        replace(_PG9, model=replace(_PG9_MODEL, memory="rmt", mem_tokens=16), batch_size=8, unroll=2),
+    ),
+    "pg9-allattn-armt-8x256": (
+        "PG-9 chars: the 8x256 All-attention model with ARMT associative memory (16 write tokens, d_mem 64); "
+        "2 segments of 256 per step, batch 8.",
+        replace(_PG9, model=replace(_PG9_MODEL, memory="armt", mem_tokens=16, mem_dim=64), batch_size=8, unroll=2),
     ),
     "enwik8-allattn-small": (
         "Sukhbaatar et al. 2019, Table 1: All-attention small (18L, d 512, N=1024, span 8192), 39M, 1.01 bpb.",
@@ -134,4 +274,43 @@ PRESETS: dict[str, tuple[str, RunConfig]] = {
         "Baseline of Table 2: adaptive-span Transformer (24L, d 768, FFN 4096, span 8192), 209M, 1.07 bpc.",
         _paper("text8", _adaptive_span_transformer(24, 768, 4096, 0.4), 270_000, 250_000),
     ),
+    "copy-rmt": (
+        "Copy across 8 segments (RMT paper, 4.1): All-attention 4x128 + 16 RMT memory tokens, curriculum 1-2-4-8.",
+        _task("copy", _RMT),
+    ),
+    "copy-armt": (
+        "Copy across 8 segments: All-attention 4x128 + ARMT associative memory (16 write tokens, d_mem 32).",
+        _task("copy", _ARMT),
+    ),
+    "copy-xl": (
+        "Copy across 8 segments: All-attention 4x128 + XL cache of 4 states per layer (floats of copy-rmt's memory).",
+        _task("copy", _XL),
+    ),
+    "reverse-rmt": ("Reverse across 8 segments: as copy-rmt.", _task("reverse", _RMT)),
+    "reverse-armt": ("Reverse across 8 segments: as copy-armt.", _task("reverse", _ARMT)),
+    "reverse-xl": ("Reverse across 8 segments: as copy-xl.", _task("reverse", _XL)),
+    "assoc-rmt": (
+        "Associative retrieval: 4 key-value pairs (16 symbols) in the first 7 segments, queried in the 8th; + RMT.",
+        _task("assoc", _RMT, _ASSOC),
+    ),
+    "assoc-armt": ("Associative retrieval: as assoc-rmt with ARMT memory.", _task("assoc", _ARMT, _ASSOC)),
+    "wt103-allattn": (
+        "Sukhbaatar et al. 2019, section 5: All-attention on WikiText-103 (36L, d 512, N=2048, span 2048, adaptive "
+        "input/softmax), 133M, 20.6 test ppl.",
+        _WT103,
+    ),
+    "wt103-transformer": (
+        "Its Transformer twin: FFN width 2045 in place of the 2048 persistent vectors (equal parameters to within "
+        "0.02%).",
+        replace(_WT103, model=replace(_WT103_MODEL, block="transformer", n_persistent=0, d_ff=2045)),
+    ),
+    "pg9-word-allattn-small": (
+        "PG-9 words (32K vocabulary, adaptive input/softmax): All-attention 4x256, N=256, span 256; 20 min on 2 cores.",
+        _PG9_WORD,
+    ),
+    "pg9-word-transformer-small": (
+        "Its Transformer twin: FFN width 254 in place of the 256 persistent vectors (equal parameters to within 8).",
+        replace(_PG9_WORD, model=replace(_PG9_WORD_MODEL, block="transformer", n_persistent=0, d_ff=254)),
+    ),
+    **_babilong_presets(),
 }

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import safetensors.torch
 import torch
 from helpers import tiny_run
@@ -40,3 +41,49 @@ def test_trainer_state_loads_with_weights_only(tmp_path, corpus_file):
     train(tiny_run(str(corpus_file), max_steps=2), tmp_path / "run", progress=False)
     state = torch.load(checkpoint_dirs(tmp_path / "run")[-1] / "trainer.pt", weights_only=True)
     assert state["step"] == 2 and "optimizer" in state and "streams" in state
+
+
+def _memory_run(corpus_file, memory):
+    from dataclasses import replace
+
+    cfg = tiny_run(str(corpus_file), max_steps=8, unroll=2)
+    return replace(cfg, model=replace(cfg.model, memory=memory, mem_tokens=2, mem_dim=4, mem_heads=2))
+
+
+@pytest.mark.parametrize("memory", ["rmt", "armt"])
+def test_resume_with_recurrent_memory_is_bit_exact(tmp_path, corpus_file, memory):
+    """The carried memory state (memory tokens / associative matrices) is saved and restored exactly."""
+    from dataclasses import replace
+
+    cfg = _memory_run(corpus_file, memory)
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(replace(cfg, max_steps=4), tmp_path / "split", progress=False)
+    mem = safetensors.torch.load_file(str(checkpoint_dirs(tmp_path / "split")[-1] / "memory.safetensors"))
+    prefix = {"rmt": "memory_tokens", "armt": "armt."}[memory]
+    assert mem and all(k.startswith(prefix) and v.shape[0] == cfg.batch_size for k, v in mem.items())
+    second = train(cfg, tmp_path / "split", resume=True, progress=False)
+    assert losses(tmp_path / "split") == losses(tmp_path / "full")
+    assert second["valid_bpc"] == full["valid_bpc"]
+
+
+def test_task_curriculum_resume_across_a_stage_is_bit_exact(tmp_path):
+    """Synthetic batches are a function of the step, and the curriculum stage of the step number."""
+    from dataclasses import replace
+
+    from memtx.models.config import ModelConfig
+    from memtx.training.config import DataConfig
+
+    cfg = replace(
+        tiny_run("unused", max_steps=7, curriculum=(1, 2, 4), stage_steps=3, eval_samples=6),
+        model=ModelConfig(
+            vocab_size=6, n_layers=1, d_model=16, n_heads=2, n_persistent=2, span=12, memory="rmt", mem_tokens=2
+        ),  # fmt: skip
+        data=DataConfig(task="copy", symbols=4),
+    )
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(replace(cfg, max_steps=4), tmp_path / "split", progress=False)
+    second = train(cfg, tmp_path / "split", resume=True, progress=False)
+    assert losses(tmp_path / "split") == losses(tmp_path / "full")
+    assert second["valid_accuracy"] == full["valid_accuracy"]
+    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["segments"] for r in records if "segments" in r] == [1, 1, 1, 2, 2, 2, 4]

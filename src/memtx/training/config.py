@@ -19,6 +19,36 @@ class DataConfig:
     """'default' (embedded, ships with Python), 'pg9', 'enwik8', 'text8', or a path to a text file or folder."""
     data_dir: str | None = None
     """Where to find PG-9 (the gutenberg folder) or keep enwik8/text8 downloads; None = the usual places."""
+    tokens: Literal["bytes", "words"] = "bytes"
+    """'bytes': byte-level; 'words': a word vocabulary (ids by frequency) built from the training split and saved
+    as tokenizer.json in the run folder; corpora: wikitext-2, wikitext-103, pg9 (punctuation split off), a path."""
+    max_vocab: int = 0
+    """words: keep the most frequent words (0 = all); the others become <unk>."""
+    task: Literal["lm", "copy", "reverse", "assoc", "babilong"] = "lm"
+    """'lm': language modelling of the corpus; 'copy', 'reverse', 'assoc': synthetic memory tasks generated on the
+    fly over the step's segments (memtx.tasks.synthetic); 'babilong': bAbI questions in book text filling the
+    step's segments (memtx.tasks.babilong_batches). The corpus is unused by tasks."""
+    babi_tasks: tuple[str, ...] = ("qa1",)
+    """babilong: bAbI tasks to train on (each row draws one)."""
+    babi_dir: str | None = None
+    """babilong: the bAbI v1.2 folder (None = shared/data/babi found above the working directory)."""
+    noise_dir: str | None = None
+    """babilong: folder of books for the distractor text (None = shared/data/gutenberg)."""
+    symbols: int = 16
+    """Synthetic tasks: alphabet size K (the model's vocab_size must be K + 2)."""
+    pairs: int = 8
+    """assoc: key-value pairs per sample."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "babi_tasks", tuple(self.babi_tasks))  # JSON gives a list
+        if self.task not in ("lm", "copy", "reverse", "assoc", "babilong"):
+            raise ConfigError(f"data.task must be lm, copy, reverse, assoc or babilong, got {self.task!r}")
+        if self.tokens not in ("bytes", "words"):
+            raise ConfigError(f"data.tokens must be bytes or words, got {self.tokens!r}")
+        if self.max_vocab < 0 or self.max_vocab == 1:
+            raise ConfigError(f"data.max_vocab must be 0 (all) or >= 2, got {self.max_vocab}")
+        if self.symbols < 2 or self.pairs < 1:
+            raise ConfigError("data.symbols must be >= 2 and data.pairs >= 1")
 
 
 @dataclass(frozen=True)
@@ -63,7 +93,16 @@ class RunConfig:
     batch_size: int = 16
     """B: parallel contiguous streams per step."""
     segment_len: int = 256
-    """T: tokens per stream per step (the cache carries context across steps)."""
+    """T: tokens per segment (the memory carries context from one segment to the next)."""
+    unroll: int = 1
+    """S: segments per step, run in order with the memory carried and gradients through it (see bptt_depth)."""
+    bptt_depth: int = -1
+    """Memory hand-overs that gradients cross within a step (0: none, -1: all S-1)."""
+    curriculum: tuple[int, ...] = ()
+    """Segments per step by stage, e.g. 1 2 4 8: each stage lasts stage_steps steps (the last runs to the end)
+    and continues from the previous one's weights; a checkpoint is written at each change. Empty = unroll."""
+    stage_steps: int = 0
+    """Steps per curriculum stage."""
     max_steps: int = 1000
     """Stop after this many optimiser steps."""
     max_time: float = 0.0
@@ -80,6 +119,8 @@ class RunConfig:
     """Validation bytes used by the periodic passes (0 = the whole split). The final pass uses the whole split."""
     eval_batch_size: int = 8
     """Parallel streams of the exact evaluation (each cold-starts its cache)."""
+    eval_samples: int = 500
+    """Synthetic tasks: held-out samples scored by each evaluation."""
     checkpoint_every: int = 500
     """Steps between checkpoints (one is also written at the end and when interrupted)."""
     sample_len: int = 300
@@ -93,11 +134,18 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require_finite(self, "")
+        object.__setattr__(self, "curriculum", tuple(self.curriculum))  # JSON gives a list
+        if any(not isinstance(s, int) or s < 1 for s in self.curriculum):
+            raise ConfigError(f"curriculum must list segment counts >= 1, got {' '.join(map(str, self.curriculum))}")
+        if self.curriculum and len(self.curriculum) > 1 and self.stage_steps < 1:
+            raise ConfigError("a curriculum of several stages needs --stage-steps N (N >= 1)")
         if self.parallel not in ("ddp", "fsdp"):
             raise ConfigError(f"parallel must be ddp or fsdp, got {self.parallel!r}")
         for name in (
             "batch_size",
             "segment_len",
+            "unroll",
+            "eval_samples",
             "max_steps",
             "log_every",
             "eval_batch_size",
@@ -108,6 +156,16 @@ class RunConfig:
         for name in ("max_time", "eval_every", "eval_bytes", "sample_len"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+
+    def segments_at(self, step: int) -> int:
+        """Segments per step at optimiser step `step` (0-based): the curriculum stage, else unroll."""
+        if not self.curriculum:
+            return self.unroll
+        return self.curriculum[min(step // self.stage_steps, len(self.curriculum) - 1) if self.stage_steps else -1]
+
+    @property
+    def final_segments(self) -> int:
+        return self.curriculum[-1] if self.curriculum else self.unroll
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

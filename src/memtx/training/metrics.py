@@ -23,10 +23,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_learning_curve(metrics_path: Path, png_path: Path, title: str) -> Path | None:
-    """Train and validation bits per byte against steps; None when there is nothing to plot."""
+    """Train and validation bits per byte (perplexity for word runs) against steps; None when nothing to plot."""
     records = read_metrics(metrics_path)
-    train = [(r["step"], r["train_bpc"]) for r in records if "train_bpc" in r]
-    valid = [(r["step"], r["valid_bpc"]) for r in records if "valid_bpc" in r]
+    key, label = ("ppl", "perplexity") if any("train_ppl" in r for r in records) else ("bpc", "bits per byte")
+    train = [(r["step"], r[f"train_{key}"]) for r in records if f"train_{key}" in r]
+    valid = [(r["step"], r[f"valid_{key}"]) for r in records if f"valid_{key}" in r]
     if not train and not valid:
         return None
     import matplotlib
@@ -40,7 +41,9 @@ def plot_learning_curve(metrics_path: Path, png_path: Path, title: str) -> Path 
     if valid:
         ax.plot(*zip(*valid), "o-", label="valid (exact)", lw=1.5)
     ax.set_xlabel("step")
-    ax.set_ylabel("bits per byte")
+    ax.set_ylabel(label)
+    if key == "ppl":
+        ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

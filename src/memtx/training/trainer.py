@@ -19,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from memtx.data import TrainStreams, decode, load_corpus
-from memtx.errors import CheckpointError, MemtxError, TrainingError
+from memtx.data.word import WordTokenizer, load_token_corpus
+from memtx.errors import CheckpointError, ConfigError, MemtxError, TrainingError
 from memtx.evaluation.language_modeling import evaluate_lm
+from memtx.evaluation.reasoning import evaluate_babilong
+from memtx.evaluation.tasks import evaluate_task
 from memtx.models.generation import generate
+from memtx.models.segments import segments
 from memtx.models.transformer_lm import TransformerLM, memory_from_tensors
+from memtx.tasks.babilong_batches import BabilongBatches
+from memtx.tasks.synthetic import TaskBatches, check_task, vocab_size
 from memtx.training import distributed
 from memtx.training.checkpoint import (
     MODEL_FILE,
@@ -43,7 +48,116 @@ from memtx.training.metrics import MetricsLog, plot_learning_curve, read_metrics
 from memtx.training.optim import build_optimizer, build_schedule, clip_gradients
 
 # Fields a resumed run must share with the run it continues (the others only say how long / how often).
-IDENTITY_FIELDS = ("model", "data", "optim", "batch_size", "segment_len", "seed")
+IDENTITY_FIELDS = (
+    "model",
+    "data",
+    "optim",
+    "batch_size",
+    "segment_len",
+    "unroll",
+    "bptt_depth",
+    "curriculum",
+    "stage_steps",
+    "seed",
+)
+
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | None = None):
+    """(batches, corpus, tokenizer): ordered corpus streams or a synthetic task; the corpus (None for a task) and
+    the word tokenizer (None for bytes; built from the training split unless given)."""
+    if cfg.data.task == "lm":
+        if cfg.data.tokens == "words":
+            corpus, tokenizer = load_token_corpus(cfg.data.corpus, cfg.data.data_dir, cfg.data.max_vocab, tokenizer)
+        else:
+            corpus = load_corpus(cfg.data.corpus, cfg.data.data_dir)
+        streams = TrainStreams(corpus.train, cfg.batch_size, cfg.segment_len)
+        streams.check_segments(max(cfg.curriculum or (cfg.unroll,)))
+        return streams, corpus, tokenizer
+    d = cfg.data
+    if d.task == "babilong":
+        if cfg.model.vocab_size != 256:
+            raise ConfigError("babilong reads bytes: pass --model.vocab-size 256")
+        return (
+            BabilongBatches(d.babi_tasks, cfg.batch_size, cfg.segment_len, cfg.seed, d.babi_dir, d.noise_dir),
+            None,
+            None,
+        )
+    if cfg.model.vocab_size != vocab_size(d.symbols):
+        raise ConfigError(
+            f"task {d.task} with {d.symbols} symbols needs model.vocab_size {vocab_size(d.symbols)}, got "
+            f"{cfg.model.vocab_size}: pass --model.vocab-size {vocab_size(d.symbols)}"
+        )
+    for n in set(cfg.curriculum or (cfg.unroll,)):
+        check_task(d.task, d.symbols, d.pairs, n, cfg.segment_len)
+    return TaskBatches(d.task, cfg.batch_size, cfg.segment_len, d.symbols, d.pairs, cfg.seed), None, None
+
+
+def resolve_vocab(cfg: RunConfig, tokenizer: WordTokenizer | None) -> RunConfig:
+    """Set model.vocab_size from the word vocabulary (when 0), or check it against the vocabulary."""
+    if tokenizer is None:
+        return cfg
+    if cfg.model.vocab_size == 0:
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
+    if cfg.model.vocab_size != tokenizer.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size {cfg.model.vocab_size} differs from the {tokenizer.vocab_size} words of the vocabulary: "
+            "pass --model.vocab-size 0 to take it from the vocabulary"
+        )
+    return cfg
+
+
+def load_tokenizer(run_dir: Path) -> WordTokenizer | None:
+    """The word tokenizer saved with a run, None for a byte-level run."""
+    path = Path(run_dir) / TOKENIZER_FILE
+    return WordTokenizer.load(path) if path.exists() else None
+
+
+def step_loss(net, x: torch.Tensor, y: torch.Tensor, state, cfg: RunConfig) -> tuple[torch.Tensor, Any, float]:
+    """Mean loss over the scored targets of one step's segments (memory carried, truncated BPTT), the state after
+    them, and the fraction of targets predicted right (nan with the adaptive softmax, which skips full scores)."""
+    nats, count, correct = 0.0, 0, 0
+    for columns, out in segments(net, x, state, cfg.segment_len, cfg.bptt_depth, targets=y):
+        target = y[:, columns]
+        nats = nats + out.nll.sum()
+        scored = target != -100
+        count += int(scored.sum())
+        if out.logits is not None:
+            correct += int((out.logits.detach().argmax(-1) == target)[scored].sum())
+        else:
+            correct = float("nan")
+        state = out.state
+    return nats / max(count, 1), state, correct / max(count, 1)
+
+
+def evaluate(model, cfg: RunConfig, corpus, batches, ranks: Ranks, final: bool, progress: bool = False) -> dict:
+    """Validation metrics: exact bpc (perplexity for words) of the corpus split, or accuracy on held-out task
+    samples."""
+    if cfg.data.task == "babilong":  # at the training length
+        length = str(max(cfg.final_segments * cfg.segment_len - 64, 0))
+        d = cfg.data
+        rows = evaluate_babilong(model, cfg.segment_len, list(d.babi_tasks), [length], cfg.eval_samples, 0,
+                                 d.babi_dir, d.noise_dir)  # fmt: skip
+        correct, n = sum(r["correct"] for r in rows), sum(r["samples"] for r in rows)
+        return {"valid_accuracy": correct / n, "valid_samples": n, "valid_length": int(length)}
+    if corpus is None:
+        ev = evaluate_task(model, batches, cfg.eval_samples, cfg.final_segments, cfg.eval_batch_size)
+        return {"valid_accuracy": ev["accuracy"], "valid_exact": ev["exact"], "valid_samples": ev["samples"]}
+    ev = evaluate_lm(
+        model,
+        corpus.valid,
+        cfg.eval_batch_size,
+        cfg.segment_len,
+        0 if final else cfg.eval_bytes,
+        progress=progress,
+        rank=ranks.rank,
+        world=ranks.world,
+    )
+    if cfg.data.tokens == "words":
+        return {"valid_ppl": math.exp(ev["nats"] / ev["targets"]), "valid_words": ev["targets"]}
+    return {"valid_bpc": ev["bpc"], "valid_bytes": ev["targets"]}
 
 
 def check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
@@ -86,18 +200,24 @@ def _truncate_metrics(log: MetricsLog, step: int) -> None:
 
 def sample_text(
     model: TransformerLM,
-    prompt: bytes,
+    prompt: bytes | str,
     length: int,
     seed: int,
     segment_len: int,
     temperature: float = 0.8,
     top_k: int | None = None,
+    tokenizer: WordTokenizer | None = None,
 ) -> str:
-    """Decoded continuation of `prompt` (a newline when empty)."""
-    ids = torch.tensor([list(prompt or b"\n")], dtype=torch.long)
+    """Decoded continuation of `prompt` (bytes for a byte-level model, text for a word-level one; a newline or
+    <eos> when empty): `length` tokens, detokenised."""
+    if tokenizer is None:
+        ids = list(prompt or b"\n")
+    else:
+        ids = [int(i) for i in tokenizer.encode(prompt)][:-1] if str(prompt).strip() else [tokenizer.eos_id]
     gen = torch.Generator().manual_seed(seed)
-    out = generate(model, ids, length, temperature=temperature, top_k=top_k, segment_len=segment_len, generator=gen)
-    return decode(out[0])
+    x = torch.tensor([ids], dtype=torch.long)
+    out = generate(model, x, length, temperature=temperature, top_k=top_k, segment_len=segment_len, generator=gen)
+    return decode(out[0]) if tokenizer is None else tokenizer.decode(out[0].tolist())
 
 
 def _on_main(ranks: Ranks, fn, *args):
@@ -123,8 +243,10 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
 
 
 def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: Ranks) -> dict[str, Any]:
-    corpus = load_corpus(cfg.data.corpus, cfg.data.data_dir)  # fail on bad data before touching the folder
-    streams = TrainStreams(corpus.train, cfg.batch_size, cfg.segment_len)
+    tokenizer = load_tokenizer(run_dir) if resume and ranks.is_main else None  # a resumed run keeps its words
+    tokenizer = distributed.broadcast_object(tokenizer, ranks)
+    streams, corpus, tokenizer = training_batches(cfg, tokenizer)  # fail on bad data before touching the folder
+    cfg = resolve_vocab(cfg, tokenizer)
     rows = ranks.rows(cfg.batch_size)
     _on_main(ranks, check_run_dir, cfg, run_dir, resume)
     torch.manual_seed(cfg.seed)
@@ -142,6 +264,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
         streams.load_state_dict(trainer_state["streams"])
         state = memory_from_tensors({k: v[rows] for k, v in memory.items()}) if memory is not None else None
     _on_main(ranks, write_config, cfg, run_dir)  # only now: a resume that failed to load changed nothing
+    if tokenizer is not None and ranks.is_main:
+        tokenizer.save(run_dir / TOKENIZER_FILE)
     if ranks.is_main:
         if ckpt is not None:
             _truncate_metrics(metrics, step)
@@ -149,7 +273,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
             if resume:
                 print(f"memtx: warning: no checkpoint yet in {run_dir}; starting it from step 0", file=sys.stderr)
             metrics.path.write_text("")
-            metrics.write(step=0, event="start", params=model.num_parameters(), corpus=corpus.info, ranks=ranks.world)
+            data_info = corpus.info if corpus is not None else dataclasses.asdict(cfg.data)
+            metrics.write(step=0, event="start", params=model.num_parameters(), corpus=data_info, ranks=ranks.world)
     net = distributed.wrap(model, ranks, cfg.parallel)
     params = list(model.parameters())
     optimizer = build_optimizer(params, cfg.optim)
@@ -191,7 +316,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm(total=cfg.max_steps, initial=step, unit="step", disable=None if progress else True, dynamic_ncols=True)
     speeds: list[float] = []
-    window_loss, window_steps, window_time, bad_run = 0.0, 0, 0.0, 0
+    window_loss, window_steps, window_time, window_acc, bad_run = 0.0, 0, 0.0, 0.0, 0
     stop, saved_step = "max_steps", step if ckpt is not None else -1
     model.train()
     try:
@@ -203,11 +328,14 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
                 stop = "interrupted" if halt % 2 else "max_time"
                 break
             t0 = time.perf_counter()
-            batch = streams.next_batch()
+            n_segments = cfg.segments_at(step)
+            if step and n_segments != cfg.segments_at(step - 1) and saved_step != step:
+                checkpoint()  # a curriculum stage ends: keep its weights
+                saved_step = step
+            batch = streams.next_batch(n_segments)
             if batch.reset:
                 state = None
-            out = net(batch.x[rows], state)
-            loss = F.cross_entropy(out.logits.flatten(0, 1), batch.y[rows].flatten())
+            loss, next_state, accuracy = step_loss(net, batch.x[rows], batch.y[rows], state, cfg)
             optimizer.zero_grad(set_to_none=True)
             (loss + model.aux_loss()).backward()
             grad_norm = clip_gradients(params, cfg.optim)
@@ -217,7 +345,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
                 optimizer.step()
                 schedule.step()
                 model.after_step()
-                state = out.state
+                state = next_state
                 bad_run = 0
             else:  # skip: no update, drop the memory that may carry the non-finite values
                 optimizer.zero_grad(set_to_none=True)
@@ -240,31 +368,33 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
                 bar.update(1)
                 continue
             window_loss, window_steps, window_time = window_loss + mean_loss, window_steps + 1, window_time + dt
+            window_acc += accuracy
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 speed = window_steps * batch.x.numel() / window_time
                 speeds.append(speed)
-                bpc = window_loss / window_steps / math.log(2)
+                mean = window_loss / window_steps
+                if cfg.data.tokens == "words":
+                    extra = {"train_ppl": math.exp(mean)}
+                else:
+                    extra = {"train_bpc": mean / math.log(2)}
+                    if corpus is None:
+                        extra["train_accuracy"] = window_acc / window_steps
                 if ranks.is_main:
                     metrics.write(
-                        step=step, train_bpc=bpc, lr=schedule.get_last_lr()[0], tokens_per_s=speed, elapsed=elapsed
+                        step=step,
+                        lr=schedule.get_last_lr()[0],
+                        tokens_per_s=speed,
+                        elapsed=elapsed,
+                        segments=n_segments,
+                        **extra,
                     )
-                bar.set_postfix(bpc=f"{bpc:.3f}", tok_s=f"{speed:.0f}")
-                window_loss, window_steps, window_time = 0.0, 0, 0.0
+                bar.set_postfix(tok_s=f"{speed:.0f}", **{k[6:]: f"{v:.3f}" for k, v in extra.items()})
+                window_loss, window_steps, window_time, window_acc = 0.0, 0, 0.0, 0.0
             bar.update(1)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:  # the last is the final pass
-                ev = evaluate_lm(
-                    model,
-                    corpus.valid,
-                    cfg.eval_batch_size,
-                    cfg.segment_len,
-                    cfg.eval_bytes,
-                    rank=ranks.rank,
-                    world=ranks.world,
-                )
+                ev = evaluate(model, cfg, corpus, streams, ranks, final=False)
                 if ranks.is_main:
-                    metrics.write(
-                        step=step, valid_bpc=ev["bpc"], valid_bytes=ev["targets"], partial=bool(cfg.eval_bytes)
-                    )
+                    metrics.write(step=step, **ev, partial=bool(cfg.eval_bytes) and corpus is not None)
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
                 saved_step = step
@@ -287,22 +417,19 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
         "ranks": ranks.world,
     }
     if stop != "interrupted":
-        ev = evaluate_lm(
-            model,
-            corpus.valid,
-            cfg.eval_batch_size,
-            cfg.segment_len,
-            progress=progress,
-            rank=ranks.rank,
-            world=ranks.world,
-        )
-        summary.update(valid_bpc=round(ev["bpc"], 4), valid_bytes=ev["targets"])
+        ev = evaluate(model, cfg, corpus, streams, ranks, final=True, progress=progress)
+        summary.update({k: round(v, 4) if isinstance(v, float) else v for k, v in ev.items()})
         if ranks.is_main:
-            metrics.write(step=step, valid_bpc=ev["bpc"], valid_bytes=ev["targets"], partial=False, final=True)
-        if cfg.sample_len:  # on every rank (a sharded model needs them all), same seed: the same text
-            prompt = bytes(corpus.valid[:120])
-            summary["sample_prompt"] = decode(torch.tensor(list(prompt)))
-            summary["sample"] = sample_text(model, prompt, cfg.sample_len, cfg.seed, cfg.segment_len)
+            metrics.write(step=step, **ev, partial=False, final=True)
+        if cfg.sample_len and corpus is not None:  # on every rank (a sharded model needs them all): the same text
+            if tokenizer is None:
+                prompt = bytes(corpus.valid[:120])
+                summary["sample_prompt"] = decode(torch.tensor(list(prompt)))
+            else:
+                prompt = summary["sample_prompt"] = tokenizer.decode(corpus.valid[:30].tolist())
+            summary["sample"] = sample_text(
+                model, prompt, cfg.sample_len, cfg.seed, cfg.segment_len, tokenizer=tokenizer
+            )
     if ranks.is_main:
         png = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", run_dir.name)
         summary["plot"] = str(png) if png else None
