@@ -11,9 +11,10 @@ import pytest
 import safetensors.torch
 import torch
 from helpers import tiny_run
+from torch.nn import functional as F
 
 from memtx.errors import TrainingError
-from memtx.training import checkpoint, trainer
+from memtx.training import checkpoint
 from memtx.training.checkpoint import checkpoint_dirs
 from memtx.training.trainer import train
 
@@ -58,7 +59,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, corpus_file,
 
 def _nan_on(steps):
     calls = {"n": 0}
-    real = trainer.F.cross_entropy
+    real = F.cross_entropy
 
     def loss(*args, **kwargs):
         calls["n"] += 1
@@ -69,7 +70,7 @@ def _nan_on(steps):
 
 
 def test_non_finite_loss_skips_the_step(tmp_path, corpus_file, monkeypatch):
-    monkeypatch.setattr(trainer.F, "cross_entropy", _nan_on({3, 4}))
+    monkeypatch.setattr(F, "cross_entropy", _nan_on({3, 4}))
     summary = train(tiny_run(str(corpus_file), max_steps=8), tmp_path / "run", progress=False)
     assert summary["steps"] == 8 and summary["skipped_steps"] == 2
     skipped = [r for r in records(tmp_path / "run") if "skipped" in r]
@@ -79,7 +80,7 @@ def test_non_finite_loss_skips_the_step(tmp_path, corpus_file, monkeypatch):
 
 def test_persistent_divergence_stops_with_checkpoint_kept(tmp_path, corpus_file, monkeypatch):
     cfg = tiny_run(str(corpus_file), max_steps=40, checkpoint_every=2, max_bad_steps=5)
-    monkeypatch.setattr(trainer.F, "cross_entropy", _nan_on(set(range(5, 100))))
+    monkeypatch.setattr(F, "cross_entropy", _nan_on(set(range(5, 100))))
     with pytest.raises(TrainingError, match="5 consecutive steps") as e:
         train(cfg, tmp_path / "run", progress=False)
     assert "\n" not in str(e.value) and "--resume" in str(e.value)

@@ -53,7 +53,10 @@ def check_task(task: str, symbols: int, pairs: int, segments: int, segment_len: 
         if segments < 2:
             raise ConfigError("assoc needs >= 2 segments: the pairs live in the first S-1, the queries in the last")
         if pairs < 1 or pairs > symbols:
-            raise ConfigError(f"data.pairs must be in [1, data.symbols={symbols}] (keys are distinct), got {pairs}")
+            raise ConfigError(
+                f"data.pairs must be in [1, data.symbols={symbols}] (keys are distinct), got {pairs}: "
+                "lower --data.pairs or raise --data.symbols"
+            )
         if 2 * pairs > (segments - 1) * segment_len:
             raise ConfigError(
                 f"{pairs} pairs need {2 * pairs} tokens, more than the {(segments - 1) * segment_len} of the first "
