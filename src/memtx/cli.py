@@ -27,7 +27,7 @@ USAGE = """usage: memtx {train,evaluate,generate,babilong} ...
                                    exact bits per byte of a split, or of any file / stdin (streamed)
   generate RUN_DIR (--prompt TEXT | --input FILE|-) [--length N] [--temperature T]
                                    sample a continuation
-  babilong RUN_DIR [--tasks qa1,qa2] [--lengths 0k,1k,4k] [--samples N] [--out FILE]
+  babilong RUN_DIR [--tasks qa1,qa2] [--lengths 0k,1k,4k] [--samples N|N,N,N] [--out FILE]
                                    BABILong accuracy table (JSON, heatmap PNG, printed table)
 Each command accepts --json (end with one JSON line of its results) and --help."""
 
@@ -95,8 +95,10 @@ class BabilongCommand:
     """Comma-separated bAbI tasks (qa1..qa20)."""
     lengths: str = "0k,1k,4k,16k"
     """Comma-separated context lengths in tokens (bytes): 0k (facts only), 1k = 1,000, ..., 1M."""
-    samples: int = 100
-    """Test samples per (task, length) cell."""
+    samples: str = "100"
+    """Test samples per (task, length) cell: one count, or one per length (e.g. 100,100,25 for 1k,16k,128k)."""
+    batch_size: int = 16
+    """Samples answered together (memory grows with it, not with the length)."""
     seed: int = 0
     """Seed of the samples (which questions, where the noise starts, where the facts go)."""
     babi_dir: str | None = None
@@ -343,7 +345,7 @@ def _generate_from_input(cmd: GenerateCommand, cfg: RunConfig, model, tokenizer)
     if tokenizer is not None:
         raise ConfigError("--input is for byte-level runs; pass the prompt of a word-level run with --prompt")
     try:
-        state, tail = prefill(model, read_chunks(cmd.input), cfg.segment_len)
+        state, tail = prefill(model, [read_chunks(cmd.input)], cfg.segment_len)
     except ValueError as e:
         raise DataError(f"--input {cmd.input} is empty: pass a text to continue") from e
     gen = torch.Generator().manual_seed(cmd.seed)
@@ -378,17 +380,28 @@ def _babilong(argv: list[str]) -> int:
     lengths = [n.strip() for n in cmd.lengths.split(",") if n.strip()]
     for n in lengths:
         parse_length(n)
-    if not tasks or not lengths or cmd.samples < 1:
-        raise ConfigError("--tasks, --lengths and --samples (>= 1) must name at least one cell: e.g. --tasks qa1")
+    try:
+        counts = [int(c) for c in cmd.samples.split(",")]
+    except ValueError:
+        counts = []
+    if len(counts) == 1:
+        counts *= len(lengths)
+    if not tasks or not lengths or len(counts) != len(lengths) or min(counts) < 1 or cmd.batch_size < 1:
+        raise ConfigError(
+            "--tasks and --lengths must name at least one cell, --samples be one count >= 1 or one per length, "
+            "--batch-size >= 1: e.g. --tasks qa1 --lengths 1k,16k --samples 100,25"
+        )
     cfg, model = load_run(cmd.run_dir)
     if load_tokenizer(cmd.run_dir) is not None or cfg.model.vocab_size != 256:
         raise ConfigError(f"{cmd.run_dir} is not a byte-level run: BABILong samples are scored in bytes")
-    rows = evaluate_babilong(
-        model, cfg.segment_len, tasks, lengths, cmd.samples, cmd.seed, cmd.babi_dir, cmd.noise_dir, cmd.progress
-    )
     out = Path(cmd.out or Path(cmd.run_dir) / "babilong.json")
-    result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "samples": cmd.samples, "seed": cmd.seed, "rows": rows}
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "samples": counts, "seed": cmd.seed, "rows": []}
+    cells = evaluate_babilong(model, cfg.segment_len, tasks, lengths, counts, cmd.seed, cmd.babi_dir, cmd.noise_dir,
+                              cmd.progress, cmd.batch_size)  # fmt: skip
+    for row in cells:  # the table is rewritten after each cell, so a long sweep keeps what it has done
+        result["rows"].append(row)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    rows = result["rows"]
     png = plot_heatmap(rows, out.with_suffix(".png"), f"BABILong accuracy: {Path(cmd.run_dir).name}")
     print(f"{'task':6} {'length':>7} {'accuracy':>9}  {'95% interval':>15} {'n':>5} {'peak MB':>8}")
     for r in rows:

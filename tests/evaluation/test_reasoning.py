@@ -11,10 +11,10 @@ import torch
 from helpers import tiny_run
 
 from memtx.cli import main
-from memtx.evaluation.reasoning import ALIGN, prompt_chunks, wilson
+from memtx.evaluation.reasoning import ALIGN, prompt_chunks, prompt_rows, wilson
 from memtx.models.config import ModelConfig
 from memtx.tasks.babilong import Babilong
-from memtx.tasks.babilong_batches import PAD, BabilongBatches
+from memtx.tasks.babilong_batches import PAD, BabilongBatches, prompt_suffix
 from memtx.training.config import DataConfig
 from memtx.training.trainer import train
 
@@ -69,6 +69,16 @@ def test_eval_prompt_ends_where_training_rows_put_the_question(babi):
     assert bytes(ids).lstrip(b"\0").decode().startswith(next(sample.chunks()))
 
 
+def test_batch_rows_are_padded_to_one_aligned_length(babi):
+    samples = list(Babilong("qa1", "test", babi_dir=babi[0], noise_dir=babi[1]).samples("400", 5, seed=1))
+    assert len({s.length for s in samples}) > 1
+    rows = [[i for chunk in row for i in chunk] for row in prompt_rows(samples, 64)]
+    assert len({len(r) for r in rows}) == 1 and (len(rows[0]) + ALIGN) % 64 == 0
+    for sample, row in zip(samples, rows, strict=True):
+        text = bytes(row).lstrip(b"\0").decode()
+        assert text == sample.context() + prompt_suffix(sample.question)
+
+
 def test_train_then_sweep_end_to_end(tmp_path, babi, capsys):
     cfg = tiny_run("unused", max_steps=3, segment_len=128, curriculum=(3, 4), stage_steps=2, eval_samples=2)
     cfg = replace(
@@ -78,17 +88,22 @@ def test_train_then_sweep_end_to_end(tmp_path, babi, capsys):
     )
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["valid_samples"] == 2 and 0 <= summary["valid_accuracy"] <= 1
-    argv = ["babilong", str(tmp_path / "run"), "--lengths", "0k,600", "--samples", "3", "--babi-dir", babi[0],
-            "--noise-dir", babi[1], "--json", "--no-progress"]  # fmt: skip
+    argv = ["babilong", str(tmp_path / "run"), "--lengths", "0k,600", "--samples", "5,3", "--batch-size", "2",
+            "--babi-dir", babi[0], "--noise-dir", babi[1], "--json", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [(r["length"], r["samples"]) for r in result["rows"]] == [("0k", 3), ("600", 3)]
+    assert [(r["length"], r["samples"]) for r in result["rows"]] == [("0k", 5), ("600", 3)]
     assert Path(result["plot"]).is_file() and json.loads(Path(result["table"]).read_text())["rows"]
 
 
 @pytest.mark.parametrize(
     "extra, code, needle",
-    [(["--tasks", "qa99"], 2, "qa"), (["--lengths", "12q"], 2, "length"), (["--babi-dir", "/nonexistent"], 3, "bAbI")],
+    [
+        (["--tasks", "qa99"], 2, "qa"),
+        (["--lengths", "12q"], 2, "length"),
+        (["--babi-dir", "/nonexistent"], 3, "bAbI"),
+        (["--lengths", "0k,1k", "--samples", "5,5,5"], 2, "one per length"),
+    ],  # fmt: skip
 )
 def test_sweep_bad_input_is_one_line(tmp_path, babi, capsys, extra, code, needle):
     cfg = replace(tiny_run("unused", max_steps=1, segment_len=128, unroll=3, eval_samples=1),

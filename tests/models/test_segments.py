@@ -115,9 +115,12 @@ def test_prefill_in_chunks_then_generate_equals_generate_on_the_whole_prompt(mem
     from memtx.models.generation import prefill
 
     model = _model(memory)
-    prompt = torch.randint(0, 256, (1, 23))
+    prompt = torch.randint(0, 256, (2, 23))
     whole = generate(model, prompt, 8, temperature=0, segment_len=4)
-    chunks = [prompt[0, a:b].tolist() for a, b in [(0, 3), (3, 4), (4, 17), (17, 23)]]
-    state, tail = prefill(model, chunks, 4)
-    assert 1 <= tail.shape[1] <= 4
+    cuts = [[(0, 3), (3, 4), (4, 17), (17, 23)], [(0, 11), (11, 12), (12, 23)]]  # rows chunked differently
+    rows = [[prompt[i, a:b].tolist() for a, b in row] for i, row in enumerate(cuts)]
+    state, tail = prefill(model, rows, 4)
+    assert tail.shape[0] == 2 and 1 <= tail.shape[1] <= 4
     assert torch.equal(generate(model, tail, 8, temperature=0, segment_len=4, state=state), whole)
+    with pytest.raises(ValueError, match="equal lengths"):
+        prefill(model, [[[1] * 9], [[1] * 10]], 4)

@@ -1,10 +1,10 @@
 """BABILong accuracy by task x length for a byte-level model (Kuratov et al. 2024).
 
-Each test sample streams through the segment loop one sentence at a time (``models/generation.prefill``: the
-model's memory is the only thing that grows with nothing), then the model answers greedily after
+Test samples stream through the segment loop in batches, one sentence at a time (``models/generation.prefill``:
+nothing grows with the length but the model's memory, which is flat), then the model answers greedily after
 ``"\\nA: "`` until a newline (at most ``MAX_ANSWER`` bytes), scored by ``tasks.babilong.score``. The prompt is
-left-padded with NUL so that it ends at the same place in its segment as the training rows do (they end with a
-typical ``ALIGN``-byte answer), so the question sits where training put it.
+left-padded with NUL (to the longest prompt of its batch) so that it ends at the same place in its segment as the
+training rows do (they end with a typical ``ALIGN``-byte answer), so the question sits where training put it.
 
 Accuracy comes with a Wilson 95% interval. Peak resident memory is read after each cell (the process maximum,
 so with lengths in increasing order it shows whether memory grows with the length).
@@ -12,9 +12,10 @@ so with lengths in increasing order it shows whether memory grows with the lengt
 
 from __future__ import annotations
 
+import itertools
 import math
 import resource
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -37,11 +38,17 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def prompt_chunks(sample: Sample, segment_len: int) -> Iterator[list[int]]:
-    """The byte ids of pad + context + question cue, one sentence at a time."""
-    suffix = prompt_suffix(sample.question).encode()
-    total = sample.length + len(suffix)  # sample.length counts UTF-8 bytes
-    pad = (-(total + ALIGN)) % segment_len
+def prompt_rows(samples: Sequence[Sample], segment_len: int) -> list[Iterator[list[int]]]:
+    """For a batch of samples, the byte ids of pad + context + question cue, one sentence at a time: each row is
+    left-padded to the same length, so that every prompt plus a typical answer ends at a segment boundary."""
+    suffixes = [prompt_suffix(s.question).encode() for s in samples]
+    totals = [s.length + len(x) for s, x in zip(samples, suffixes, strict=True)]  # sample.length counts bytes
+    width = max(totals)
+    width += (-(width + ALIGN)) % segment_len
+    return [_row(s, x, width - t) for s, x, t in zip(samples, suffixes, totals, strict=True)]
+
+
+def _row(sample: Sample, suffix: bytes, pad: int) -> Iterator[list[int]]:
     if pad:
         yield [PAD] * pad
     for sentence in sample.chunks():
@@ -49,13 +56,18 @@ def prompt_chunks(sample: Sample, segment_len: int) -> Iterator[list[int]]:
     yield list(suffix)
 
 
+def prompt_chunks(sample: Sample, segment_len: int) -> Iterator[list[int]]:
+    """The prompt of one sample (``prompt_rows`` of a batch of one)."""
+    return prompt_rows([sample], segment_len)[0]
+
+
 @torch.no_grad()
-def answer(model, sample: Sample, segment_len: int) -> str:
-    """The model's greedy answer to one sample (up to the first newline)."""
-    state, tail = prefill(model, prompt_chunks(sample, segment_len), segment_len)
+def answers(model, samples: Sequence[Sample], segment_len: int) -> list[str]:
+    """The model's greedy answers to a batch of samples (each up to its first newline)."""
+    state, tail = prefill(model, prompt_rows(samples, segment_len), segment_len)
     out = generate(model, tail, MAX_ANSWER, temperature=0, segment_len=segment_len, state=state)
-    text = bytes(out[0].tolist()).decode("utf-8", "replace")
-    return text.split("\n", 1)[0].strip()
+    texts = [bytes(row.tolist()).decode("utf-8", "replace") for row in out]
+    return [t.split("\n", 1)[0].strip() for t in texts]
 
 
 def evaluate_babilong(
@@ -63,38 +75,42 @@ def evaluate_babilong(
     segment_len: int,
     tasks: list[str],
     lengths: list[str],
-    n_samples: int,
+    n_samples: int | Sequence[int],
     seed: int = 0,
     babi_dir: str | None = None,
     noise_dir: str | None = None,
     progress: bool = False,
-) -> list[dict]:
-    """One record per (task, length): accuracy, Wilson 95% interval, samples, peak RSS; lengths in the given
-    order (ascending, for a meaningful memory column)."""
-    rows = []
-    bar = tqdm(total=len(tasks) * len(lengths) * n_samples, unit="sample", disable=None if progress else True)
+    batch_size: int = 16,
+) -> Iterator[dict]:
+    """One record per (task, length), yielded as each cell finishes: accuracy, Wilson 95% interval, samples, peak
+    RSS. ``n_samples`` is one count for every cell or one per length. Lengths run in the given order (ascending,
+    for a meaningful memory column); samples are answered ``batch_size`` at a time."""
+    counts = [n_samples] * len(lengths) if isinstance(n_samples, int) else list(n_samples)
+    if len(counts) != len(lengths):
+        raise ValueError(f"{len(counts)} sample counts for {len(lengths)} lengths")
+    bar = tqdm(total=len(tasks) * sum(counts), unit="sample", disable=None if progress else True)
     for task in tasks:
         gen = Babilong(task, "test", babi_dir=babi_dir, noise_dir=noise_dir)
-        for length in lengths:
+        for length, count in zip(lengths, counts, strict=True):
             bar.set_description(f"{task} {length}")
             correct = n = 0
             examples = []
-            for sample in gen.samples(length, n_samples, seed):
-                predicted = answer(model, sample, segment_len)
-                ok = sample.score(predicted)
-                correct, n = correct + ok, n + 1
-                if len(examples) < 3:
-                    examples.append({"question": sample.question, "answer": sample.answer, "predicted": predicted})
-                bar.update(1)
+            stream = gen.samples(length, count, seed)
+            while batch := list(itertools.islice(stream, batch_size)):
+                for sample, predicted in zip(batch, answers(model, batch, segment_len), strict=True):
+                    ok = sample.score(predicted)
+                    correct, n = correct + ok, n + 1
+                    if len(examples) < 3:
+                        examples.append({"question": sample.question, "answer": sample.answer, "predicted": predicted})
+                bar.update(len(batch))
             low, high = wilson(correct, n)
-            rows.append({
+            yield {
                 "task": task, "length": length, "tokens": parse_length(length), "samples": n, "correct": correct,
                 "accuracy": correct / n if n else float("nan"), "ci95": [low, high],
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "examples": examples,
-            })  # fmt: skip
+            }  # fmt: skip
     bar.close()
-    return rows
 
 
 def plot_heatmap(rows: list[dict], png_path, title: str):

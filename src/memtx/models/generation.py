@@ -8,6 +8,7 @@ segment's logits do not depend on the write positions, so both ways equal the se
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -30,23 +31,33 @@ def _sample(logits: Tensor, temperature: float, top_k: int | None, generator: to
 
 @torch.no_grad()
 def prefill(
-    model: TransformerLM, chunks: Iterable[Sequence[int]], segment_len: int, state: MemoryState | None = None
+    model: TransformerLM,
+    rows: Sequence[Iterable[Sequence[int]]],
+    segment_len: int,
+    state: MemoryState | None = None,
 ) -> tuple[MemoryState | None, Tensor]:
-    """Read a prompt of any length, given as chunks of token ids, through the segment loop holding one segment at a
-    time: returns the state after all complete segments but the last, and the remaining 1..T ids (1, n) to pass
-    to ``generate`` with that state (together they equal ``generate`` on the whole prompt)."""
+    """Read B prompts of equal length, each of any length given as chunks of token ids, through the segment loop
+    holding one segment per row at a time: returns the state after all complete segments but the last, and the
+    remaining 1..T ids (B, n) to pass to ``generate`` with that state (together they equal ``generate`` on the
+    whole prompts)."""
     was_training = model.training
     model.eval()
-    pending: list[int] = []
-    for chunk in chunks:
-        pending.extend(chunk)
-        while len(pending) > segment_len:
-            state = model(torch.tensor([pending[:segment_len]]), state).state
-            del pending[:segment_len]
+    streams = [itertools.chain.from_iterable(r) for r in rows]
+    pending: list[list[int]] = [[] for _ in streams]
+    while True:
+        for p, stream in zip(pending, streams, strict=True):
+            p.extend(itertools.islice(stream, segment_len + 1 - len(p)))
+        if any(len(p) <= segment_len for p in pending):
+            break
+        state = model(torch.tensor([p[:segment_len] for p in pending]), state).state
+        for p in pending:
+            del p[:segment_len]
     model.train(was_training)
-    if not pending:
+    if len({len(p) for p in pending}) != 1:
+        raise ValueError("the prompts of a batch must have equal lengths")
+    if not pending or not pending[0]:
         raise ValueError("the prompt is empty")
-    return state, torch.tensor([pending])
+    return state, torch.tensor(pending)
 
 
 @torch.no_grad()

@@ -138,8 +138,8 @@ def evaluate(model, cfg: RunConfig, corpus, batches, ranks: Ranks, final: bool, 
     if cfg.data.task == "babilong":  # at the training length
         length = str(max(cfg.final_segments * cfg.segment_len - 64, 0))
         d = cfg.data
-        rows = evaluate_babilong(model, cfg.segment_len, list(d.babi_tasks), [length], cfg.eval_samples, 0,
-                                 d.babi_dir, d.noise_dir)  # fmt: skip
+        rows = list(evaluate_babilong(model, cfg.segment_len, list(d.babi_tasks), [length], cfg.eval_samples, 0,
+                                      d.babi_dir, d.noise_dir, batch_size=cfg.eval_batch_size))  # fmt: skip
         correct, n = sum(r["correct"] for r in rows), sum(r["samples"] for r in rows)
         return {"valid_accuracy": correct / n, "valid_samples": n, "valid_length": int(length)}
     if corpus is None:
