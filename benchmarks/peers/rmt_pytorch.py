@@ -56,7 +56,6 @@ layers without FFN with 64 persistent vectors: 337,426 parameters):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import statistics
@@ -68,6 +67,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+from benchmarks.peers import dist_version, installed  # noqa: E402
 
 PEER = "recurrent-memory-transformer-pytorch"
 MEMTX_PRESET = "copy-rmt"
@@ -90,22 +92,11 @@ EVAL_SAMPLES, EVAL_BATCH = 500, 100
 
 def available() -> bool:
     """True when recurrent_memory_transformer_pytorch can be imported (the peer is optional)."""
-    if importlib.util.find_spec("recurrent_memory_transformer_pytorch") is None:
-        return False
-    try:
-        import recurrent_memory_transformer_pytorch  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return installed("recurrent_memory_transformer_pytorch")
 
 
 def _version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(PEER)
-    except Exception:
-        return None
+    return dist_version(PEER)
 
 
 def ff_mult_for(ff_inner: int, dim: int) -> float:

@@ -60,13 +60,14 @@ What could not be matched exactly:
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from benchmarks.peers import dist_version, installed
 
 MEMTX_PRESET = "pg9-allattn-8x256"
 MEMTX_PARAMS = 3_313_920
@@ -77,22 +78,11 @@ _KWARGS_ATTR = "_memtx_peer_kwargs"
 
 def available() -> bool:
     """True when x_transformers can be imported (the peer is optional)."""
-    if importlib.util.find_spec("x_transformers") is None:
-        return False
-    try:
-        import x_transformers  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return installed("x_transformers")
 
 
 def _version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("x-transformers")
-    except Exception:
-        return None
+    return dist_version("x-transformers")
 
 
 def model_kwargs(
