@@ -170,11 +170,12 @@ def parse_babi(text: str, task: str = "", source: str = "<text>") -> list[BabiQu
     return questions
 
 
-def _shared_data_dir() -> Path | None:
+def _shared_data(name: str, what: str) -> Path:
+    """``shared/data/NAME`` found above the working directory, or a DataError naming ``what`` is missing."""
     try:
-        return _find_pg9_folder(None).parent
+        return _find_pg9_folder(None).parent / name
     except DataError:
-        return None
+        raise DataError(f"{what} not found (no shared/data/{name} above the current directory): {_DATA_FIX}") from None
 
 
 def babi_file(task: str | int, split: str, babi_dir: str | Path | None = None, variant: str = "en") -> Path:
@@ -186,10 +187,7 @@ def babi_file(task: str | int, split: str, babi_dir: str | Path | None = None, v
     if variant not in VARIANTS:
         raise ConfigError(f"unknown bAbI variant {variant!r}: use en (1k questions per task) or en-10k")
     if babi_dir is None:
-        shared = _shared_data_dir()
-        if shared is None:
-            raise DataError(f"bAbI folder not found (no shared/data above the current directory): {_DATA_FIX}")
-        babi_dir = shared / "babi"
+        babi_dir = _shared_data("babi", "bAbI folder")
     root = Path(babi_dir).expanduser()
     for folder in (root, root / variant, root / "tasks_1-20_v1-2" / variant):
         found = sorted(folder.glob(f"{name}_*_{split}.txt"))
@@ -251,10 +249,7 @@ class NoiseBooks:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}: use train or test")
         if folder is None:
-            shared = _shared_data_dir()
-            if shared is None:
-                raise DataError(f"noise folder not found (no shared/data/gutenberg above the cwd): {_DATA_FIX}")
-            folder = shared / "gutenberg"
+            folder = _shared_data("gutenberg", "noise folder")
         self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
             raise DataError(f"noise folder '{self.folder}' does not exist: pass a folder of .txt books")
