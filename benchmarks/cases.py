@@ -111,13 +111,14 @@ def train(model: str = "allattn-256", batch_size: int = 16, segment_len: int = 2
 
 @case
 def generate_tokens(model: str = "allattn-256", batch_size: int = 1, prompt: int = 256, length: int = 512,
-                    repeats: int = 3) -> dict[str, Any]:  # fmt: skip
-    """Generation tokens/s with the cache: the prompt read in segments, then one token per step."""
+                    repeats: int = 3, compile: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Generation tokens/s with the cache: the prompt read in segments, then one token per step (compiled with
+    torch.compile when `compile`; compilation happens in the warm-up call and is not timed)."""
     torch.manual_seed(0)
     lm = TransformerLM(model_config(model)).eval()
     p = torch.randint(0, 256, (batch_size, prompt))
-    t, _ = _median_time(lambda: generate(lm, p, length), repeats, warmup=1)
-    return {"model": model, "batch_size": batch_size, "prompt": prompt, "length": length,
+    t, _ = _median_time(lambda: generate(lm, p, length, compile=compile), repeats, warmup=1)
+    return {"model": model, "batch_size": batch_size, "prompt": prompt, "length": length, "compile": compile,
             "tokens_per_s": batch_size * length / t}  # fmt: skip
 
 
@@ -163,8 +164,9 @@ def peer_train(peer: str = "x-transformers", rounds: int = 3, steps: int = 3) ->
 
 @case
 def peer_generate(peer: str = "x-transformers", batch_size: int = 1, prompt: int = 256, length: int = 256,
-                  rounds: int = 3) -> dict[str, Any]:  # fmt: skip
-    """Batch-1 generation: memtx's generate vs XLAutoregressiveWrapper.generate, alternated, same prompt/length."""
+                  rounds: int = 3, compile: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Batch-1 generation: memtx's generate (its per-token step compiled when `compile`; compiled during the
+    untimed warm-up) vs XLAutoregressiveWrapper.generate, alternated, same prompt/length."""
     from benchmarks.peers import xtransformers as xt
 
     if not xt.available():
@@ -172,7 +174,7 @@ def peer_generate(peer: str = "x-transformers", batch_size: int = 1, prompt: int
     torch.manual_seed(0)
     lm = TransformerLM(model_config("allattn-256")).eval()
     p = torch.randint(0, 256, (batch_size, prompt))
-    ours = lambda: generate(lm, p, length)  # noqa: E731
+    ours = lambda: generate(lm, p, length, compile=compile)  # noqa: E731
     theirs = xt.generate_fn(xt.build_model(), prompt_len=prompt, length=length, batch_size=batch_size)
     times: dict[str, list[float]] = {"memtx": [], peer: []}
     ours(), theirs()
@@ -182,4 +184,5 @@ def peer_generate(peer: str = "x-transformers", batch_size: int = 1, prompt: int
             fn()
             times[name].append(time.perf_counter() - t0)
     tps = {k: batch_size * length / statistics.median(v) for k, v in times.items()}
-    return {"peer": peer, "tokens_per_s": tps, "ratio_memtx_over_peer": tps["memtx"] / tps[peer], "run_s": times}
+    return {"peer": peer, "compile": compile, "tokens_per_s": tps, "ratio_memtx_over_peer": tps["memtx"] / tps[peer],
+            "run_s": times}  # fmt: skip

@@ -30,9 +30,11 @@ PLAN: list[tuple[str, dict]] = [
     ("train", {"model": "transformer-512"}),
     ("generate_tokens", {"batch_size": 1}),
     ("generate_tokens", {"batch_size": 16}),
+    ("generate_tokens", {"batch_size": 1, "compile": True}),
     *[("context", {"span": s}) for s in SPANS],
     ("peer_train", {}),
     ("peer_generate", {}),
+    ("peer_generate", {"compile": True}),
     ("gemm", {}),  # again at the end: the machine's rate over the whole run
 ]
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,11 +82,12 @@ def summarise(records: list[dict]) -> dict:
         if r["case"] == "train" and gemm:
             out[f"train_{r['model']}_tokens_per_s"] = round(r["tokens_per_s"], 1)
             out[f"train_{r['model']}_fraction_of_gemm"] = round(r["model_gflops"] / out["gemm_gflops_median"], 3)
+        compiled = "_compiled" if r.get("compile") else ""
         if r["case"] == "generate_tokens":
-            out[f"generate_b{r['batch_size']}_tokens_per_s"] = round(r["tokens_per_s"], 1)
+            out[f"generate_b{r['batch_size']}{compiled}_tokens_per_s"] = round(r["tokens_per_s"], 1)
         if r["case"].startswith("peer_") and "ratio_memtx_over_peer" in r:
-            out[f"{r['case']}_ratio_vs_{r['peer']}"] = round(r["ratio_memtx_over_peer"], 2)
-            out[f"{r['case']}_tokens_per_s"] = {k: round(v, 1) for k, v in r["tokens_per_s"].items()}
+            out[f"{r['case']}{compiled}_ratio_vs_{r['peer']}"] = round(r["ratio_memtx_over_peer"], 2)
+            out[f"{r['case']}{compiled}_tokens_per_s"] = {k: round(v, 1) for k, v in r["tokens_per_s"].items()}
     return out
 
 

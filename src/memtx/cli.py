@@ -83,6 +83,8 @@ class GenerateCommand:
     """Sample among the k most likely tokens (0 = all)."""
     seed: int = 0
     """Sampling seed."""
+    compile: bool = False
+    """Compile the per-token step with torch.compile (XL cache): faster for long outputs, ~1 min to compile."""
     json: bool = False
     """End with one JSON line of the results."""
 
@@ -327,6 +329,7 @@ def _generate(argv: list[str]) -> int:
         temperature=cmd.temperature,
         top_k=cmd.top_k or None,
         tokenizer=tokenizer,
+        compile=cmd.compile,
     )
     if tokenizer is not None and text and not text[0].isspace():
         text = " " + text
@@ -358,6 +361,7 @@ def _generate_from_input(cmd: GenerateCommand, cfg: RunConfig, model, tokenizer)
         segment_len=cfg.segment_len,
         state=state,
         generator=gen,
+        compile=cmd.compile,
     )
     text = decode(out[0])
     print(text)

@@ -64,8 +64,35 @@ def extend(cache: Tensor | None, h: Tensor, length: int) -> Tensor:
 
 @dataclass(frozen=True)
 class KVCacheState:
-    """Inference twin of XLCacheState: per layer, the keys and values (B, H, C_l, Dh) already projected from the
-    cached states, so generating one token costs one projection per layer instead of re-projecting the window."""
+    """Inference twin of XLCacheState: per layer, key and value buffers (B, H, capacity, Dh) whose first
+    ``lengths[l]`` positions hold the newest projected states, oldest first. Generating one token costs one
+    projection per layer and a write into the buffer (``append_kv``), with no copy of the window.
+
+    ``prefixes[l]`` is the fixed (H, N, Dh) key/value prefix every position of layer l also attends over (the
+    persistent vectors, scaled once instead of per token), or None.
+
+    Appending writes in place past ``lengths[l]``: the state passed in keeps seeing what it saw, but two states
+    continued from the same one would write to the same slots, so continue only one of them."""
 
     keys: tuple[Tensor, ...]
     values: tuple[Tensor, ...]
+    lengths: tuple[int, ...]
+    prefixes: tuple[tuple[Tensor, Tensor] | None, ...]
+
+
+def kv_buffers(k: Tensor, v: Tensor, capacity: int) -> tuple[Tensor, Tensor, int]:
+    """Buffers of `capacity` positions holding k, v (B, H, C, Dh) at the front, and their length C."""
+    c = k.shape[2]
+    k_buf, v_buf = k.new_empty(*k.shape[:2], capacity, k.shape[3]), v.new_empty(*v.shape[:2], capacity, v.shape[3])
+    k_buf[:, :, :c], v_buf[:, :, :c] = k, v
+    return k_buf, v_buf, c
+
+
+def append_kv(k_buf: Tensor, v_buf: Tensor, length: int, k: Tensor, v: Tensor, keep: int) -> tuple[Tensor, Tensor, int]:
+    """Write one position's k, v (B, H, 1, Dh) after the `length` filled positions. A full buffer first moves its
+    newest `keep` positions to the front of a fresh one (every capacity - keep steps: amortised O(1) per token)."""
+    if length == k_buf.shape[2]:
+        k_buf, v_buf, length = kv_buffers(k_buf[:, :, length - keep :], v_buf[:, :, length - keep :], k_buf.shape[2])
+    k_buf[:, :, length : length + 1] = k
+    v_buf[:, :, length : length + 1] = v
+    return k_buf, v_buf, length + 1

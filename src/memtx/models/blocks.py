@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from memtx.memory.persistent import PersistentMemory
+from memtx.memory.xl_cache import append_kv
 from memtx.models.config import ModelConfig
 from memtx.nn.adaptive_span import AdaptiveSpan
 from memtx.nn.attention import MultiHeadAttention, window_context
@@ -41,25 +41,24 @@ class AllAttentionBlock(nn.Module):
         k, v = self.attn.project_kv(context)
         return self._finish(h, self._attend(h, k, v, n_pad, window, pos))
 
-    def decode(self, h: Tensor, kv: tuple[Tensor, Tensor] | None, pos: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """One new position: h (B, 1, D); kv = keys and values (B, H, C, Dh) of the C <= window-1 positions before
-        it, already projected (the inference twin of the hidden-state cache). Returns (h, kv for the next one)."""
+    def decode(
+        self, h: Tensor, kv: tuple[Tensor, Tensor, int], pos: Tensor, prefix: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, int]]:
+        """One new position: h (B, 1, D); kv = key and value buffers (B, H, capacity, Dh) whose first n positions
+        hold the projected states before it (the inference twin of the hidden-state cache, ``KVCacheState``);
+        prefix = this layer's ``persistent()``. Returns (h, the buffers with this position appended)."""
         window = self.window()
-        k, v = self.attn.project_kv(h)
-        if kv is not None:
-            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
-        k, v = k[:, :, max(0, k.shape[2] - window) :], v[:, :, max(0, v.shape[2] - window) :]
+        k_buf, v_buf, n = append_kv(*kv, *self.attn.project_kv(h), keep=window - 1)
+        start = max(0, n - window)  # itself and the window-1 before it
         attn = self.attn.attend_step(
             h,
-            k,
-            v,
+            k_buf[:, :, start:n],
+            v_buf[:, :, start:n],
             pos[:, pos.shape[1] - window :],
-            extra_kv=self.persistent() if self.persistent is not None else None,
+            extra_kv=prefix,
             span_mask=self.adaptive_span.mask(window) if self.adaptive_span is not None else None,
         )
-        out = self._finish(h, attn)
-        start = max(0, k.shape[2] - (window - 1))  # keep the window-1 newest for the next position
-        return out, (k[:, :, start:], v[:, :, start:])
+        return self._finish(h, attn), (k_buf, v_buf, n)
 
     def _attend(self, h: Tensor, k: Tensor, v: Tensor, n_pad: int, window: int, pos: Tensor) -> Tensor:
         return self.attn.attend(

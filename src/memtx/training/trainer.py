@@ -207,6 +207,7 @@ def sample_text(
     temperature: float = 0.8,
     top_k: int | None = None,
     tokenizer: WordTokenizer | None = None,
+    compile: bool = False,
 ) -> str:
     """Decoded continuation of `prompt` (bytes for a byte-level model, text for a word-level one; a newline or
     <eos> when empty): `length` tokens, detokenised."""
@@ -216,7 +217,9 @@ def sample_text(
         ids = [int(i) for i in tokenizer.encode(prompt)][:-1] if str(prompt).strip() else [tokenizer.eos_id]
     gen = torch.Generator().manual_seed(seed)
     x = torch.tensor([ids], dtype=torch.long)
-    out = generate(model, x, length, temperature=temperature, top_k=top_k, segment_len=segment_len, generator=gen)
+    out = generate(
+        model, x, length, temperature=temperature, top_k=top_k, segment_len=segment_len, generator=gen, compile=compile
+    )
     return decode(out[0]) if tokenizer is None else tokenizer.decode(out[0].tolist())
 
 
