@@ -75,11 +75,80 @@ def relative_attention(
     if k.shape[-2] != window + t:
         raise ValueError(f"keys cover {k.shape[-2]} positions, expected window {window} + segment {t}")
     q = q * q.shape[-1] ** -0.5  # the softmax temperature, applied to q (T x Dh) rather than the logits (T x W+N)
-    logits = band_view(torch.matmul(q, k.transpose(-1, -2)), window) + torch.matmul(q, pos)  # B,H,T,W
+    logits = _BandLogits.apply(q, k, pos, extra_k)  # B,H,T,W(+N)
     if n_pad > 0:
-        logits = logits.masked_fill(missing_key_mask(t, window, n_pad, q.device), float("-inf"))
-    probs = _weights(q, logits, extra_k, span_mask, dropout_p, training)
-    return _mix(probs, band_scatter(probs[..., :window]), v, extra_v)
+        logits = logits.masked_fill(_pad_columns(missing_key_mask(t, window, n_pad, q.device), logits), float("-inf"))
+    probs = _weights_of_logits(logits, window, extra_k is not None, span_mask, dropout_p, training)
+    return _BandMix.apply(probs, v, extra_v, window)
+
+
+def _pad_columns(mask: Tensor, logits: Tensor) -> Tensor:
+    """(T, W) mask over the context columns -> (T, W+N) with the persistent columns never masked."""
+    return F.pad(mask, (0, logits.shape[-1] - mask.shape[-1]), value=False)
+
+
+class _BandLogits(torch.autograd.Function):
+    """[q.k over the band + q.p ; q.persistent keys]: (B,H,T,W(+N)) logits, without materialising the band maps in
+    autograd (whose generic as_strided / pad / cat backwards zero-fill and copy (T, W+T) tensors several times)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, pos: Tensor, extra_k: Tensor | None) -> Tensor:
+        window = pos.shape[-1]
+        n = extra_k.shape[-2] if extra_k is not None else 0
+        out = q.new_empty(*q.shape[:-1], window + n)
+        if n == 0:
+            torch.matmul(q, pos, out=out)
+        else:
+            out[..., :window] = torch.matmul(q, pos)
+        out[..., :window] += band_view(torch.matmul(q, k.transpose(-1, -2)), window)
+        if n:
+            out[..., window:] = torch.matmul(q, extra_k.transpose(-1, -2))
+        ctx.save_for_backward(q, k, pos, extra_k)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, pos, extra_k = ctx.saved_tensors
+        window = pos.shape[-1]
+        g_ctx = grad[..., :window]
+        g_abs = band_scatter(g_ctx)  # (B,H,T,W+T)
+        dq = torch.matmul(g_abs, k) + torch.matmul(g_ctx, pos.transpose(0, 1))
+        dk = torch.matmul(g_abs.transpose(-1, -2), q)
+        dpos = torch.matmul(q.reshape(-1, q.shape[-1]).transpose(0, 1), g_ctx.reshape(-1, window))
+        dextra = None
+        if extra_k is not None:
+            g_ext = grad[..., window:]
+            dq = dq + torch.matmul(g_ext, extra_k)
+            dextra = torch.matmul(g_ext.transpose(-1, -2), q).flatten(0, -4).sum(0)  # sum over the batch
+        return dq, dk, dpos, dextra
+
+
+class _BandMix(torch.autograd.Function):
+    """Band-scattered context probabilities times v, plus persistent probabilities times the persistent values."""
+
+    @staticmethod
+    def forward(ctx, probs: Tensor, v: Tensor, extra_v: Tensor | None, window: int) -> Tensor:
+        p_abs = band_scatter(probs[..., :window])
+        out = torch.matmul(p_abs, v)
+        if extra_v is not None:
+            out.add_(torch.matmul(probs[..., window:], extra_v))
+        ctx.window = window
+        ctx.save_for_backward(probs, p_abs, v, extra_v)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        probs, p_abs, v, extra_v = ctx.saved_tensors
+        window = ctx.window
+        dprobs = torch.empty_like(probs)
+        dprobs[..., :window] = band_view(torch.matmul(grad, v.transpose(-1, -2)), window)
+        dv = torch.matmul(p_abs.transpose(-1, -2), grad)
+        dextra = None
+        if extra_v is not None:
+            p_ext = probs[..., window:]
+            dprobs[..., window:] = torch.matmul(grad, extra_v.transpose(-1, -2))
+            dextra = torch.matmul(p_ext.transpose(-1, -2), grad).flatten(0, -4).sum(0)
+        return dprobs, dv, dextra, None
 
 
 def relative_attention_step(
@@ -112,10 +181,18 @@ def _weights(
     c = logits.shape[-1]
     if extra_k is not None:
         logits = torch.cat([logits, torch.matmul(q, extra_k.transpose(-1, -2))], dim=-1)
+    return _weights_of_logits(logits, c, extra_k is not None, span_mask, dropout_p, training)
+
+
+def _weights_of_logits(
+    logits: Tensor, c: int, has_extra: bool, span_mask: Tensor | None, dropout_p: float, training: bool
+) -> Tensor:
+    """Softmax over all columns of logits (..., T, C(+N)), the span mask on the first C with joint
+    renormalisation, then dropout."""
     probs = torch.softmax(logits, dim=-1)
     if span_mask is not None:
         ctx = probs[..., :c] * span_mask
-        probs = torch.cat([ctx, probs[..., c:]], dim=-1) if extra_k is not None else ctx
+        probs = torch.cat([ctx, probs[..., c:]], dim=-1) if has_extra else ctx
         probs = probs / (probs.sum(-1, keepdim=True) + RENORM_EPS)
     if dropout_p > 0.0 and training:
         probs = F.dropout(probs, dropout_p, training=True)
