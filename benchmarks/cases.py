@@ -143,7 +143,7 @@ def peer_train(peer: str = "x-transformers", rounds: int = 3, steps: int = 3) ->
     from benchmarks.peers import xtransformers as xt
 
     if not xt.available():
-        return {"skipped": "x-transformers is not installed (pip install -e '.[peers]')"}
+        return {"skipped": "x-transformers is not installed (pip install torch==2.13.0 -e '.[peers]')"}
     ours = _memtx_train_step(model_config("allattn-256"), 16, 256)
     torch.manual_seed(0)
     peer_model = xt.build_model()
@@ -170,7 +170,7 @@ def peer_generate(peer: str = "x-transformers", batch_size: int = 1, prompt: int
     from benchmarks.peers import xtransformers as xt
 
     if not xt.available():
-        return {"skipped": "x-transformers is not installed (pip install -e '.[peers]')"}
+        return {"skipped": "x-transformers is not installed (pip install torch==2.13.0 -e '.[peers]')"}
     torch.manual_seed(0)
     lm = TransformerLM(model_config("allattn-256")).eval()
     p = torch.randint(0, 256, (batch_size, prompt))

@@ -1,4 +1,5 @@
-"""Peers: other libraries run on memtx's workloads, each an optional install (``pip install -e ".[peers]"``)."""
+"""Peers: other libraries run on memtx's workloads, each an optional install
+(``pip install torch==2.13.0 -e ".[peers]"``: naming the torch build keeps pip from replacing it with a CUDA one)."""
 
 from __future__ import annotations
 
