@@ -108,7 +108,8 @@ class BabilongCommand:
     noise_dir: str | None = None
     """Folder of books for the distractor text (default: shared/data/gutenberg; the test books)."""
     out: str = ""
-    """Where to write the JSON table ('' = RUN_DIR/babilong.json); the heatmap goes beside it (.png)."""
+    """Where to write the JSON table ('' = RUN_DIR/babilong.json, or babilong-2.json, ... when taken); the heatmap
+    goes beside it (.png)."""
     json: bool = False
     """End with one JSON line of the results."""
     progress: bool = True
@@ -174,6 +175,14 @@ def default_run_dir(preset: str, resume: bool) -> str:
     while Path(f"runs/{preset}" + (f"-{n}" if n > 1 else "")).exists():
         n += 1
     return f"runs/{preset}" + (f"-{n}" if n > 1 else "")
+
+
+def _free_path(path: Path) -> Path:
+    """path, or path-2, path-3, ... (before the suffix): the first that does not exist."""
+    n = 1
+    while (found := path if n == 1 else path.with_stem(f"{path.stem}-{n}")).exists():
+        n += 1
+    return found
 
 
 def _train(argv: list[str]) -> int:
@@ -398,7 +407,7 @@ def _babilong(argv: list[str]) -> int:
     cfg, model = load_run(cmd.run_dir)
     if load_tokenizer(cmd.run_dir) is not None or cfg.model.vocab_size != 256:
         raise ConfigError(f"{cmd.run_dir} is not a byte-level run: BABILong samples are scored in bytes")
-    out = Path(cmd.out or Path(cmd.run_dir) / "babilong.json")
+    out = Path(cmd.out) if cmd.out else _free_path(Path(cmd.run_dir) / "babilong.json")
     result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "samples": counts, "seed": cmd.seed, "rows": []}
     cells = evaluate_babilong(model, cfg.segment_len, tasks, lengths, counts, cmd.seed, cmd.babi_dir, cmd.noise_dir,
                               cmd.progress, cmd.batch_size)  # fmt: skip

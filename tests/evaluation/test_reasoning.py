@@ -94,6 +94,10 @@ def test_train_then_sweep_end_to_end(tmp_path, babi, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(r["length"], r["samples"]) for r in result["rows"]] == [("0k", 5), ("600", 3)]
     assert Path(result["plot"]).is_file() and json.loads(Path(result["table"]).read_text())["rows"]
+    first = Path(result["table"]).read_text()
+    assert main([*argv[:3], "0k", *argv[4:5], "2", *argv[6:]]) == 0  # a second sweep keeps the first table
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert Path(second["table"]).name == "babilong-2.json" and Path(result["table"]).read_text() == first
 
 
 @pytest.mark.parametrize(
