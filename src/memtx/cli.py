@@ -162,6 +162,14 @@ def parse_train_args(argv: list[str]) -> TrainCommand:
     return cmd if cmd.run.out else replace(cmd, run=replace(cmd.run, out=default_run_dir(argv[0], cmd.resume)))
 
 
+def _free_path(path: Path) -> Path:
+    """path, or path-2, path-3, ... (before the suffix): the first that does not exist."""
+    n = 1
+    while (found := path if n == 1 else path.with_stem(f"{path.stem}-{n}")).exists():
+        n += 1
+    return found
+
+
 def default_run_dir(preset: str, resume: bool) -> str:
     """runs/PRESET, or runs/PRESET-2, -3, ... when taken (never overwrite); with --resume, the newest of them."""
     taken = [Path(f"runs/{preset}")] + sorted(
@@ -171,18 +179,7 @@ def default_run_dir(preset: str, resume: bool) -> str:
     taken = [p for p in taken if p.exists()]
     if resume:
         return str(taken[-1]) if taken else f"runs/{preset}"
-    n = 1
-    while Path(f"runs/{preset}" + (f"-{n}" if n > 1 else "")).exists():
-        n += 1
-    return f"runs/{preset}" + (f"-{n}" if n > 1 else "")
-
-
-def _free_path(path: Path) -> Path:
-    """path, or path-2, path-3, ... (before the suffix): the first that does not exist."""
-    n = 1
-    while (found := path if n == 1 else path.with_stem(f"{path.stem}-{n}")).exists():
-        n += 1
-    return found
+    return str(_free_path(Path(f"runs/{preset}")))
 
 
 def _train(argv: list[str]) -> int:

@@ -78,7 +78,7 @@ def relative_attention(
     logits = _BandLogits.apply(q, k, pos, extra_k)  # B,H,T,W(+N)
     if n_pad > 0:
         logits = logits.masked_fill(_pad_columns(missing_key_mask(t, window, n_pad, q.device), logits), float("-inf"))
-    probs = _weights_of_logits(logits, window, extra_k is not None, span_mask, dropout_p, training)
+    probs = _weights(logits, window, span_mask, dropout_p, training)
     return _BandMix.apply(probs, v, extra_v, window)
 
 
@@ -169,41 +169,21 @@ def relative_attention_step(
     c, window = k.shape[-2], pos.shape[-1]
     q = q * q.shape[-1] ** -0.5
     logits = torch.matmul(q, k.transpose(-1, -2)) + torch.matmul(q, pos[:, window - c :])  # B,H,1,C
-    mask = span_mask[..., window - c :] if span_mask is not None else None
-    return _mix(_weights(q, logits, extra_k, mask, 0.0, False), None, v, extra_v)
-
-
-def _weights(
-    q: Tensor, logits: Tensor, extra_k: Tensor | None, span_mask: Tensor | None, dropout_p: float, training: bool
-) -> Tensor:
-    """One softmax over [context logits ; persistent logits] (q already carries the 1/sqrt(Dh) temperature), the
-    span mask on the context part with joint renormalisation, then dropout. (..., T, C+N)."""
-    c = logits.shape[-1]
     if extra_k is not None:
         logits = torch.cat([logits, torch.matmul(q, extra_k.transpose(-1, -2))], dim=-1)
-    return _weights_of_logits(logits, c, extra_k is not None, span_mask, dropout_p, training)
+    probs = _weights(logits, c, span_mask[..., window - c :] if span_mask is not None else None, 0.0, False)
+    out = torch.matmul(probs[..., :c], v)
+    return out + torch.matmul(probs[..., c:], extra_v) if extra_v is not None else out
 
 
-def _weights_of_logits(
-    logits: Tensor, c: int, has_extra: bool, span_mask: Tensor | None, dropout_p: float, training: bool
-) -> Tensor:
-    """Softmax over all columns of logits (..., T, C(+N)), the span mask on the first C with joint
-    renormalisation, then dropout."""
+def _weights(logits: Tensor, c: int, span_mask: Tensor | None, dropout_p: float, training: bool) -> Tensor:
+    """One softmax over [context logits (first c columns) ; persistent logits] (q already carries the 1/sqrt(Dh)
+    temperature), the span mask on the context part with joint renormalisation, then dropout."""
     probs = torch.softmax(logits, dim=-1)
     if span_mask is not None:
         ctx = probs[..., :c] * span_mask
-        probs = torch.cat([ctx, probs[..., c:]], dim=-1) if has_extra else ctx
+        probs = torch.cat([ctx, probs[..., c:]], dim=-1) if probs.shape[-1] > c else ctx
         probs = probs / (probs.sum(-1, keepdim=True) + RENORM_EPS)
     if dropout_p > 0.0 and training:
         probs = F.dropout(probs, dropout_p, training=True)
     return probs
-
-
-def _mix(probs: Tensor, ctx_probs: Tensor | None, v: Tensor, extra_v: Tensor | None) -> Tensor:
-    """Weighted sum of the context values (ctx_probs laid out like v, or the first C columns of probs) and of the
-    persistent values (the remaining columns)."""
-    c = v.shape[-2] if ctx_probs is None else probs.shape[-1] - (extra_v.shape[-2] if extra_v is not None else 0)
-    out = torch.matmul(probs[..., :c] if ctx_probs is None else ctx_probs, v)
-    if extra_v is not None:
-        out = out + torch.matmul(probs[..., c:], extra_v)
-    return out
