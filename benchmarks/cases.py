@@ -10,6 +10,7 @@ trained. For pg9-allattn-8x256 that is 38.2 MFLOP per token.
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from memtx.memory.xl_cache import XLCacheState
 from memtx.models.config import ModelConfig
 from memtx.models.generation import generate
+from memtx.models.segments import segments
 from memtx.models.transformer_lm import TransformerLM
 from memtx.presets import PRESETS
 from memtx.training.config import OptimConfig
@@ -66,28 +68,53 @@ def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> tuple[
     return statistics.median(times), times
 
 
-def _memtx_train_step(cfg: ModelConfig, batch_size: int, segment_len: int) -> Callable[[], float]:
+def _memtx_train_step(cfg: ModelConfig, batch_size: int, segment_len: int, n_segments: int = 1) -> Callable[[], float]:
+    """One Adam step per call over `n_segments` consecutive segments of a contiguous random-byte stream (memory
+    carried through them with gradients, memtx's bptt_depth -1, and into the next call detached); loss = mean
+    next-byte cross-entropy over the step's positions."""
     torch.manual_seed(0)
     model = TransformerLM(cfg)
     params = list(model.parameters())
     optim_cfg = OptimConfig(name="adam", lr=1e-3, clip=1.0)
     opt = build_optimizer(params, optim_cfg)
     data = torch.randint(0, 256, (batch_size, 64 * segment_len + 1))
+    length = n_segments * segment_len
     box: dict[str, Any] = {"state": None, "pos": 0}
 
     def step() -> float:
-        p = box["pos"] % (data.shape[1] - segment_len - 1)
-        x, y = data[:, p : p + segment_len], data[:, p + 1 : p + segment_len + 1]
-        out = model(x, box["state"])
-        loss = F.cross_entropy(out.logits.flatten(0, 1), y.flatten())
+        p = box["pos"] % (data.shape[1] - length - 1)
+        x, y = data[:, p : p + length], data[:, p + 1 : p + length + 1]
+        loss = 0.0
+        for columns, out in segments(model, x, box["state"], segment_len):
+            loss = loss + F.cross_entropy(out.logits.flatten(0, 1), y[:, columns].flatten(), reduction="sum")
+        loss = loss / y.numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         clip_gradients(params, optim_cfg)
         opt.step()
-        box["state"], box["pos"] = out.state, p + segment_len
+        box["state"], box["pos"] = out.state, p + length
         return loss.item()
 
     return step
+
+
+def _alternate(
+    sides: dict[str, Callable[[], Any]], rounds: int, steps: int, warmup: int = 2
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Run the sides in turn in this process: `warmup` untimed calls of each (interleaved), then `rounds` times
+    `steps` timed calls of each side. Returns the call times per side and each side's last return value."""
+    last: dict[str, Any] = {}
+    for _ in range(warmup):  # caches filled, allocator settled
+        for name, fn in sides.items():
+            last[name] = fn()
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                last[name] = fn()
+                times[name].append(time.perf_counter() - t0)
+    return times, last
 
 
 @case
@@ -148,15 +175,7 @@ def peer_train(peer: str = "x-transformers", rounds: int = 3, steps: int = 3) ->
     torch.manual_seed(0)
     peer_model = xt.build_model()
     theirs = xt.train_step_fn(peer_model, batch_size=16, segment_len=256)
-    times: dict[str, list[float]] = {"memtx": [], peer: []}
-    for fn in (ours, theirs, ours, theirs):  # warm-up: caches filled, allocator settled
-        fn()
-    for _ in range(rounds):
-        for name, fn in (("memtx", ours), (peer, theirs)):
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
+    times, _ = _alternate({"memtx": ours, peer: theirs}, rounds, steps)
     tps = {k: 16 * 256 / statistics.median(v) for k, v in times.items()}
     return {"peer": peer, "peer_config": xt.describe(peer_model), "tokens_per_s": tps,
             "ratio_memtx_over_peer": tps["memtx"] / tps[peer], "step_s": times}  # fmt: skip
@@ -186,3 +205,36 @@ def peer_generate(peer: str = "x-transformers", batch_size: int = 1, prompt: int
     tps = {k: batch_size * length / statistics.median(v) for k, v in times.items()}
     return {"peer": peer, "compile": compile, "tokens_per_s": tps, "ratio_memtx_over_peer": tps["memtx"] / tps[peer],
             "run_s": times}  # fmt: skip
+
+
+RECURRENT_PEERS = {"infini-transformer-pytorch": "benchmarks.peers.infini", "titans-pytorch": "benchmarks.peers.titans"}
+"""Peers of memtx's recurrent pg9-allattn-rmt-8x256 model: distribution name -> module (build_model, train_step_fn,
+describe, available; each module's docstring says what is matched)."""
+
+
+@case
+def peer_recurrent_train(peer: str = "infini-transformer-pytorch", rounds: int = 3, steps: int = 3,
+                         warmup: int = 2) -> dict[str, Any]:  # fmt: skip
+    """memtx's pg9-allattn-rmt-8x256 training step (batch 8, 2 segments of 256 with gradients through the 16 memory
+    tokens) vs a recurrent-memory peer's at its matched configuration, alternated in the same process: `rounds`
+    times, `steps` steps of each; tokens/s = 8 * 2 * 256 / the median step time."""
+    if peer not in RECURRENT_PEERS:
+        raise KeyError(f"unknown recurrent peer {peer!r}: one of {sorted(RECURRENT_PEERS)}")
+    module = importlib.import_module(RECURRENT_PEERS[peer])
+    if not module.available():
+        return {"peer": peer, "skipped": f"{peer} is not installed (pip install torch==2.13.0 -e '.[peers]')"}
+    preset = "pg9-allattn-rmt-8x256"
+    run = PRESETS[preset][1]
+    batch_size, segment_len, n_segments = run.batch_size, run.segment_len, run.unroll
+    ours = _memtx_train_step(run.model, batch_size, segment_len, n_segments)
+    torch.manual_seed(0)
+    peer_model = module.build_model()
+    theirs = module.train_step_fn(peer_model, batch_size, segment_len, n_segments)
+    times, last_loss = _alternate({"memtx": ours, peer: theirs}, rounds, steps, warmup)
+    tokens = batch_size * segment_len * n_segments
+    tps = {k: tokens / statistics.median(v) for k, v in times.items()}
+    memtx_params = sum(p.numel() for p in TransformerLM(run.model).parameters())
+    return {"peer": peer, "memtx_preset": preset, "memtx_parameters": memtx_params,
+            "peer_config": module.describe(peer_model), "batch_size": batch_size, "segment_len": segment_len,
+            "segments": n_segments, "tokens_per_s": tps, "ratio_memtx_over_peer": tps["memtx"] / tps[peer],
+            "step_s": times, "last_loss": last_loss}  # fmt: skip

@@ -34,7 +34,9 @@ def main(path: str) -> None:
     bars = [(f"train {r['model']}", r["tokens_per_s"]) for r in records if r["case"] == "train"]
     for r in records:
         if r["case"].startswith("peer_"):
-            bars += [(f"{r['case'].removeprefix('peer_')} {k}", v) for k, v in r["tokens_per_s"].items()]
+            case = r["case"].removeprefix("peer_") + (" compiled" if r.get("compile") else "")
+            bars += [(f"{case} {k}" + (f" (vs {r['peer']})" if k == "memtx" else ""), v)
+                     for k, v in r["tokens_per_s"].items()]  # fmt: skip
     if bars:
         fig, ax = plt.subplots(figsize=(8, 0.45 * len(bars) + 1.2))
         ax.barh([b[0] for b in bars][::-1], [b[1] for b in bars][::-1], color="C0")

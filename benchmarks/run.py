@@ -2,7 +2,7 @@
 fresh child process, which reports its peak resident memory; the results go to one JSON file with the machine,
 torch version and memtx commit; ``benchmarks/plot.py`` draws the plots from that JSON.
 
-    python -m benchmarks.run                       # the whole plan (about 10 minutes on 2 cores)
+    python -m benchmarks.run                       # the whole plan (about 13 minutes on 2 cores)
     python -m benchmarks.run --only gemm,train     # some cases
     python -m benchmarks.plot benchmarks/results/<file>.json
 """
@@ -35,6 +35,8 @@ PLAN: list[tuple[str, dict]] = [
     ("peer_train", {}),
     ("peer_generate", {}),
     ("peer_generate", {"compile": True}),
+    ("peer_recurrent_train", {"peer": "infini-transformer-pytorch"}),
+    ("peer_recurrent_train", {"peer": "titans-pytorch"}),
     ("gemm", {}),  # again at the end: the machine's rate over the whole run
 ]
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,9 +87,10 @@ def summarise(records: list[dict]) -> dict:
         compiled = "_compiled" if r.get("compile") else ""
         if r["case"] == "generate_tokens":
             out[f"generate_b{r['batch_size']}{compiled}_tokens_per_s"] = round(r["tokens_per_s"], 1)
-        if r["case"].startswith("peer_") and "ratio_memtx_over_peer" in r:
-            out[f"{r['case']}{compiled}_ratio_vs_{r['peer']}"] = round(r["ratio_memtx_over_peer"], 2)
-            out[f"{r['case']}{compiled}_tokens_per_s"] = {k: round(v, 1) for k, v in r["tokens_per_s"].items()}
+        if r["case"].startswith("peer_") and "ratio_memtx_over_peer" in r:  # keys name the peer: one case, many peers
+            key = f"{r['case']}{compiled}"
+            out[f"{key}_ratio_vs_{r['peer']}"] = round(r["ratio_memtx_over_peer"], 2)
+            out[f"{key}_tokens_per_s_vs_{r['peer']}"] = {k: round(v, 1) for k, v in r["tokens_per_s"].items()}
     return out
 
 

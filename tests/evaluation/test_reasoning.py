@@ -11,10 +11,10 @@ import torch
 from helpers import tiny_run
 
 from memtx.cli import main
-from memtx.evaluation.reasoning import ALIGN, prompt_chunks, prompt_rows, wilson
+from memtx.evaluation.reasoning import prompt_chunks, prompt_rows, wilson
 from memtx.models.config import ModelConfig
 from memtx.tasks.babilong import Babilong
-from memtx.tasks.babilong_batches import PAD, BabilongBatches, prompt_suffix
+from memtx.tasks.babilong_batches import ANSWER_ROOM, PAD, BabilongBatches, prompt_suffix
 from memtx.training.config import DataConfig
 from memtx.training.trainer import train
 
@@ -41,31 +41,50 @@ def test_wilson_interval_known_values():
 
 
 def test_training_rows_fill_the_segments_and_target_only_the_answer(babi):
-    batches = BabilongBatches(("qa1",), 4, 128, seed=3, babi_dir=babi[0], noise_dir=babi[1])
+    batches = BabilongBatches(("qa1",), 16, 128, seed=3, babi_dir=babi[0], noise_dir=babi[1])
     b = batches.next_batch(segments=5)
-    assert b.x.shape == b.y.shape == (4, 640)
+    n = 640
+    assert b.x.shape == b.y.shape == (16, n)
+    cue_end = n - ANSWER_ROOM  # the cue ends here in every row, so its position says nothing about the answer
+    lengths = set()
     for x, y in zip(b.x, b.y, strict=True):
+        scored = (y != -100).nonzero().flatten()
+        answer = bytes(y[scored].tolist()).decode()
+        rooms = {"bathroom", "bedroom", "garden", "hallway", "kitchen", "office"}
+        assert answer.endswith("\n") and answer.strip() in rooms
+        assert scored.tolist() == list(range(cue_end - 1, cue_end - 1 + len(answer)))  # contiguous after the cue
+        assert bytes(x[cue_end - 4 : cue_end].tolist()) == b"\nA: " and torch.equal(
+            x[cue_end:][: len(answer) - 1], y[scored][:-1]
+        )
         text = bytes(x[x != PAD].tolist()).decode()
-        answer = bytes(y[y != -100].tolist()).decode()
-        assert answer.endswith("\n") and answer.strip() in {
-            "bathroom",
-            "bedroom",
-            "garden",
-            "hallway",
-            "kitchen",
-            "office",
-        }
-        assert "\nQ: Where is" in text and text.endswith("\nA: " + answer[:-1])  # x stops before the last target
-        assert "story" in text  # book noise fills the row
-    again = BabilongBatches(("qa1",), 4, 128, seed=3, babi_dir=babi[0], noise_dir=babi[1])
+        assert "\nQ: Where is" in text and "story" in text  # book noise fills the row
+        lengths.add(len(answer))
+    assert len(lengths) > 1  # answers of several lengths, all after the same cue position
+    again = BabilongBatches(("qa1",), 16, 128, seed=3, babi_dir=babi[0], noise_dir=babi[1])
     again.load_state_dict({"index": 0})
     assert torch.equal(again.next_batch(5).x, b.x)
+
+
+def test_en_10k_training_stories_and_the_fallback_to_en(babi, tmp_path):
+    """en-10k rows draw the en-10k stories; a task without an en-10k train file warns and uses en's."""
+    en = Path(babi[0]) / "tasks_1-20_v1-2" / "en"
+    ten_k = en.parent / "en-10k"
+    ten_k.mkdir()
+    text = (en / "qa1_single-supporting-fact_train.txt").read_text()
+    (ten_k / "qa1_single-supporting-fact_train.txt").write_text(text.replace("Alice", "Carol"))
+    rows = BabilongBatches(("qa1",), 8, 128, seed=0, babi_dir=babi[0], noise_dir=babi[1], variant="en-10k")
+    text = b"".join(bytes(x.tolist()) for x in rows.next_batch(2).x).decode()
+    assert "Carol" in text and "Alice" not in text
+    (ten_k / "qa1_single-supporting-fact_train.txt").unlink()
+    with pytest.warns(UserWarning, match="no en-10k train file for qa1"):
+        rows = BabilongBatches(("qa1",), 8, 128, seed=0, babi_dir=babi[0], noise_dir=babi[1], variant="en-10k")
+    assert "Alice" in b"".join(bytes(x.tolist()) for x in rows.next_batch(2).x).decode()
 
 
 def test_eval_prompt_ends_where_training_rows_put_the_question(babi):
     sample = next(Babilong("qa1", "test", babi_dir=babi[0], noise_dir=babi[1]).samples("300", 1))
     ids = [i for chunk in prompt_chunks(sample, 64) for i in chunk]
-    assert (len(ids) + ALIGN) % 64 == 0 and bytes(ids).decode().endswith("\nA: ")
+    assert (len(ids) + ANSWER_ROOM) % 64 == 0 and bytes(ids).decode().endswith("\nA: ")
     assert bytes(ids).lstrip(b"\0").decode().startswith(next(sample.chunks()))
 
 
@@ -73,7 +92,7 @@ def test_batch_rows_are_padded_to_one_aligned_length(babi):
     samples = list(Babilong("qa1", "test", babi_dir=babi[0], noise_dir=babi[1]).samples("400", 5, seed=1))
     assert len({s.length for s in samples}) > 1
     rows = [[i for chunk in row for i in chunk] for row in prompt_rows(samples, 64)]
-    assert len({len(r) for r in rows}) == 1 and (len(rows[0]) + ALIGN) % 64 == 0
+    assert len({len(r) for r in rows}) == 1 and (len(rows[0]) + ANSWER_ROOM) % 64 == 0
     for sample, row in zip(samples, rows, strict=True):
         text = bytes(row).lstrip(b"\0").decode()
         assert text == sample.context() + prompt_suffix(sample.question)

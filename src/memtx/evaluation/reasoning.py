@@ -3,8 +3,8 @@
 Test samples stream through the segment loop in batches, one sentence at a time (``models/generation.prefill``:
 nothing grows with the length but the model's memory, which is flat), then the model answers greedily after
 ``"\\nA: "`` until a newline (at most ``MAX_ANSWER`` bytes), scored by ``tasks.babilong.score``. The prompt is
-left-padded with NUL (to the longest prompt of its batch) so that it ends at the same place in its segment as the
-training rows do (they end with a typical ``ALIGN``-byte answer), so the question sits where training put it.
+left-padded with NUL (to the longest prompt of its batch) so that it ends ``ANSWER_ROOM`` bytes before a segment
+boundary, where training rows put the end of the cue (``tasks/babilong_batches.py``).
 
 Accuracy comes with a Wilson 95% interval. Peak resident memory is read after each cell (the process maximum,
 so with lengths in increasing order it shows whether memory grows with the length).
@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from memtx.models.generation import generate, prefill
 from memtx.tasks.babilong import Babilong, Sample, parse_length
-from memtx.tasks.babilong_batches import PAD, prompt_suffix
+from memtx.tasks.babilong_batches import ANSWER_ROOM, PAD, prompt_suffix
 
 MAX_ANSWER = 16
-ALIGN = 8  # bytes of a typical answer and its newline, as at the end of a training row
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -44,7 +43,7 @@ def prompt_rows(samples: Sequence[Sample], segment_len: int) -> list[Iterator[li
     suffixes = [prompt_suffix(s.question).encode() for s in samples]
     totals = [s.length + len(x) for s, x in zip(samples, suffixes, strict=True)]  # sample.length counts bytes
     width = max(totals)
-    width += (-(width + ALIGN)) % segment_len
+    width += (-(width + ANSWER_ROOM)) % segment_len
     return [_row(s, x, width - t) for s, x, t in zip(samples, suffixes, totals, strict=True)]
 
 

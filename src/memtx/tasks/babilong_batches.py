@@ -1,25 +1,31 @@
 """BABILong training batches for byte-level models: each row is one sample laid out as
 
-    [pad ...] context  "\\nQ: " question "\\nA: " answer "\\n"
+    [pad ...] context  "\nQ: " question "\nA: " | answer "\n" [pad ...]
 
 filling exactly S*T+1 bytes (left-padded with NUL), the context generated at the length that fills the row
-(within one sentence; ``tasks/babilong.py``). Only the answer and its newline are targets. Batch k is a pure
-function of (seed, k), so resumed runs see the same batches. Train samples use bAbI train stories and the train
-books; evaluation (``evaluation/reasoning.py``) the test stories and the test books.
+(within one sentence; ``tasks/babilong.py``). The cue "\nA: " always ends ``ANSWER_ROOM`` bytes before the end of
+the row (``|`` above), whatever the answer, and evaluation puts it at the same place (``evaluation/reasoning.py``):
+were the answer right-aligned instead, the cue's position in the segment would tell its length (6, 7 or 8 bytes
+for qa1's rooms) and a model learns that shortcut, which fails at evaluation. Only the answer and its newline are
+targets (cut at the row end if longer than ``ANSWER_ROOM``). Batch k is a pure function of (seed, k), so resumed
+runs see the same batches. Train samples use bAbI train stories and the train books; evaluation the test stories
+and the test books.
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 
 import numpy as np
 import torch
 
-from memtx.errors import ConfigError
+from memtx.errors import ConfigError, DataError
 from memtx.tasks.babilong import Babilong
 from memtx.tasks.synthetic import IGNORE_INDEX, TaskBatch
 
 PAD = 0
+ANSWER_ROOM = 8  # bytes after the cue: the row's last x positions, whose targets are the answer and its newline
 QUESTION, ANSWER = "\nQ: ", "\nA: "
 
 
@@ -39,15 +45,27 @@ class BabilongBatches:
         seed: int,
         babi_dir: str | None = None,
         noise_dir: str | None = None,
+        variant: str = "en",
     ) -> None:
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
-        self.babi_dir, self.noise_dir = babi_dir, noise_dir
+        self.babi_dir, self.noise_dir, self.variant = babi_dir, noise_dir, variant
         self.index = 0
         _ = self.generators  # fail on missing bAbI files now
 
     @cached_property
     def generators(self) -> list[Babilong]:
-        return [Babilong(t, "train", babi_dir=self.babi_dir, noise_dir=self.noise_dir) for t in self.tasks]
+        return [self._generator(t) for t in self.tasks]
+
+    def _generator(self, task: str) -> Babilong:
+        """The task's train stories in ``variant``; en-10k falls back to en where its train file is missing."""
+        try:
+            return Babilong(task, "train", babi_dir=self.babi_dir, noise_dir=self.noise_dir, variant=self.variant)
+        except DataError:
+            if self.variant == "en":
+                raise
+            gen = Babilong(task, "train", babi_dir=self.babi_dir, noise_dir=self.noise_dir, variant="en")
+            warnings.warn(f"no {self.variant} train file for {gen.task}: training it on the en stories", stacklevel=2)
+            return gen
 
     def row(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """One sample as (x, y) int64 arrays of length n."""
@@ -55,19 +73,21 @@ class BabilongBatches:
             gen = self.generators[int(rng.integers(len(self.generators)))]
             index = int(rng.integers(len(gen.questions)))
             q = gen.questions[index]
-            tail = (prompt_suffix(q.question) + q.answer + "\n").encode()
-            room = n + 1 - len(tail)
+            cue = prompt_suffix(q.question).encode()
+            room = n - ANSWER_ROOM - len(cue)  # context bytes: the cue's last byte is x[n - ANSWER_ROOM - 1]
             if room < 0:
                 continue
             sample = gen.sample(index, room, seed=int(rng.integers(2**31)))
             if sample is None:  # the facts alone do not fit: draw another question
                 continue
-            body = sample.context().encode() + tail
+            body = sample.context().encode() + cue
             seq = np.full(n + 1, PAD, dtype=np.int64)
-            seq[n + 1 - len(body) :] = np.frombuffer(body, dtype=np.uint8)
+            start = n - ANSWER_ROOM  # seq index of the answer's first byte
+            seq[start - len(body) : start] = np.frombuffer(body, dtype=np.uint8)
+            answer = (q.answer + "\n").encode()[: ANSWER_ROOM + 1]
+            seq[start : start + len(answer)] = np.frombuffer(answer, dtype=np.uint8)
             x, y = seq[:-1].copy(), np.full(n, IGNORE_INDEX, dtype=np.int64)
-            answer_len = len(q.answer.encode()) + 1  # the answer and its newline
-            y[n - answer_len :] = seq[n + 1 - answer_len :]
+            y[start - 1 : start - 1 + len(answer)] = seq[start : start + len(answer)]
             return x, y
         raise ConfigError(
             f"rows of {n} bytes are too short for the questions' facts: raise --segment-len or the segments per step"

@@ -30,6 +30,10 @@ class DataConfig:
     step's segments (memtx.tasks.babilong_batches). The corpus is unused by tasks."""
     babi_tasks: tuple[str, ...] = ("qa1",)
     """babilong: bAbI tasks to train on (each row draws one)."""
+    babi_variant: Literal["en", "en-10k"] = "en"
+    """babilong: the bAbI training stories: 'en' (1,000 questions per task) or 'en-10k' (10,000; a task whose en-10k
+    train file is missing, as qa3's is in shared/data, falls back to en with a warning). Evaluation always uses
+    the en test stories."""
     babi_dir: str | None = None
     """babilong: the bAbI v1.2 folder (None = shared/data/babi found above the working directory)."""
     noise_dir: str | None = None
@@ -43,6 +47,8 @@ class DataConfig:
         object.__setattr__(self, "babi_tasks", tuple(self.babi_tasks))  # JSON gives a list
         if self.task not in ("lm", "copy", "reverse", "assoc", "babilong"):
             raise ConfigError(f"data.task must be lm, copy, reverse, assoc or babilong, got {self.task!r}")
+        if self.babi_variant not in ("en", "en-10k"):
+            raise ConfigError(f"data.babi_variant must be en or en-10k, got {self.babi_variant!r}")
         if self.tokens not in ("bytes", "words"):
             raise ConfigError(f"data.tokens must be bytes or words, got {self.tokens!r}")
         if self.max_vocab < 0 or self.max_vocab == 1:

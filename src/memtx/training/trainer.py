@@ -81,7 +81,9 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | None = None):
         if cfg.model.vocab_size != 256:
             raise ConfigError("babilong reads bytes: pass --model.vocab-size 256")
         return (
-            BabilongBatches(d.babi_tasks, cfg.batch_size, cfg.segment_len, cfg.seed, d.babi_dir, d.noise_dir),
+            BabilongBatches(
+                d.babi_tasks, cfg.batch_size, cfg.segment_len, cfg.seed, d.babi_dir, d.noise_dir, d.babi_variant
+            ),  # fmt: skip
             None,
             None,
         )
