@@ -36,7 +36,9 @@ class AllAttentionBlock(nn.Module):
 
     def forward(self, h: Tensor, cache: Tensor | None, pos: Tensor) -> Tensor:
         """h (B, T, D); cache (B, C, D) detached states before h, or None; pos (Dh, span) shared table."""
-        window = self.window()
+        # no wider than the states there are: without a cache (memory tokens, associative memory, a first segment)
+        # a span of 512 over a segment of 256 would score 512 padded keys per query
+        window = min(self.window(), h.shape[1] + (cache.shape[1] if cache is not None else 0))
         context, n_pad = window_context(cache, h, window)
         k, v = self.attn.project_kv(context)
         return self._finish(h, self._attend(h, k, v, n_pad, window, pos))

@@ -76,11 +76,16 @@ def generate(
     """Continue `prompt` (B, P>=1) by `length` tokens; temperature 0 is greedy. Returns (B, length).
 
     compile: run the per-token step of the XL cache through ``torch.compile`` (about a minute of compilation the
-    first time in a process; measured 1.5x faster at batch 1 on 2 CPU cores)."""
+    first time in a process; measured 1.6x faster at batch 1 on 2 CPU cores)."""
     was_training = model.training
     model.eval()
     incremental = model.decodes_incrementally
-    decode = torch.compile(model.decode, dynamic=True) if compile and incremental else model.decode
+    # cpp_wrapper: the compiled step calls its kernels from C++, not Python (255 vs 235 tokens/s at batch 1, 2 cores)
+    decode = (
+        torch.compile(model.decode, dynamic=True, options={"cpp_wrapper": True})
+        if compile and incremental
+        else model.decode
+    )
     # complete segments update the state; a trailing partial one (memory tokens / associative) is re-read per token
     n_full = prompt.shape[1] if incremental else (prompt.shape[1] - 1) // segment_len * segment_len
     for _, out in segments(model, prompt[:, :n_full], state, segment_len):
