@@ -25,3 +25,43 @@ def dist_version(dist: str) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+def describe_peer(model, library: str, preset: str, memtx_params: int, kwargs: object) -> dict:
+    """The fields every peer's ``describe`` starts with: library and version, the memtx preset it matches and the
+    parameter counts of both sides."""
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "library": library,
+        "version": dist_version(library),
+        "matches": preset,
+        "parameters": params,
+        "memtx_parameters": memtx_params,
+        "parameter_difference": params - memtx_params,
+        "kwargs": kwargs,
+    }
+
+
+def random_bytes(model, batch_size: int, length: int, vocab: int, seed: int):
+    """A fixed (batch_size, length) stream of random token ids on the model's device: the data of a speed run."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (batch_size, length), generator=gen).to(next(model.parameters()).device)
+
+
+def adam_stepper(model, lr: float, grad_clip: float):
+    """``update(loss)``: backward, global grad-norm clip (when > 0) and one Adam step, as memtx's trainer does."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def update(loss) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+
+    return update

@@ -57,11 +57,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.peers import dist_version, installed
+from benchmarks.peers import adam_stepper, describe_peer, installed, random_bytes
 from benchmarks.peers.rmt_pytorch import ff_mult_for
 
 PEER = "infini-transformer-pytorch"
@@ -75,10 +74,6 @@ _KWARGS_ATTR = "_memtx_peer_kwargs"
 def available() -> bool:
     """True when infini_transformer_pytorch can be imported (the peer is optional)."""
     return installed("infini_transformer_pytorch")
-
-
-def _version() -> str | None:
-    return dist_version(PEER)
 
 
 def model_kwargs(
@@ -110,16 +105,9 @@ def build_model(**config: Any) -> nn.Module:
 
 def describe(model: nn.Module) -> dict[str, Any]:
     """Parameter count (and its difference to memtx's preset) and the kwargs the model was built with."""
-    params = sum(p.numel() for p in model.parameters())
     return {
-        "library": PEER,
-        "version": _version(),
-        "matches": MEMTX_PRESET,
-        "parameters": params,
-        "memtx_parameters": MEMTX_PARAMS,
-        "parameter_difference": params - MEMTX_PARAMS,
+        **describe_peer(model, PEER, MEMTX_PRESET, MEMTX_PARAMS, getattr(model, _KWARGS_ATTR, None)),
         "ff_inner": model.layers[0][1].proj_out.in_features,
-        "kwargs": getattr(model, _KWARGS_ATTR, None),
         "memory": "per layer: linear-attention kv matrix (heads, d_head, d_head) + normaliser, gated read",
         "train_step": "segments carried with gradients through the memories, detached between steps; "
         "Adam(lr=1e-3), clip_grad_norm 1.0",
@@ -143,13 +131,9 @@ def train_step_fn(
     the text that precedes the window."""
     from infini_transformer_pytorch.infini_transformer import Memories
 
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    vocab = model.to_logits.out_features
-    stream = torch.randint(0, vocab, (batch_size, 64 * segment_len + 1), generator=gen).to(device)
+    stream = random_bytes(model, batch_size, 64 * segment_len + 1, model.to_logits.out_features, seed)
     length = segments * segment_len
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    params = [p for p in model.parameters() if p.requires_grad]
+    update = adam_stepper(model, lr, grad_clip)
     state: dict[str, Any] = {"memories": None, "pos": 0}
 
     def step() -> float:
@@ -162,11 +146,7 @@ def train_step_fn(
             logits, _, memories = model(x, past_memories=memories, return_new_memories=True)
             loss = loss + F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
         loss = loss / (batch_size * length)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        update(loss)
         state["memories"] = [Memories(m.kv_mem.detach(), m.k_norm.detach()) for m in memories]
         state["pos"] = p + length
         return float(loss.detach())

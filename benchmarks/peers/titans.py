@@ -84,11 +84,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.peers import dist_version, installed
+from benchmarks.peers import adam_stepper, describe_peer, installed, random_bytes
 from benchmarks.peers.rmt_pytorch import ff_mult_for
 
 PEER = "titans-pytorch"
@@ -102,10 +101,6 @@ _KWARGS_ATTR = "_memtx_peer_kwargs"
 def available() -> bool:
     """True when titans_pytorch can be imported (the peer is optional)."""
     return installed("titans_pytorch")
-
-
-def _version() -> str | None:
-    return dist_version(PEER)
 
 
 def model_kwargs(
@@ -172,16 +167,9 @@ def build_model(**config: Any) -> nn.Module:
 
 def describe(model: nn.Module) -> dict[str, Any]:
     """Parameter count (and its difference to memtx's preset) and the kwargs the model was built with."""
-    params = sum(p.numel() for p in model.parameters())
     return {
-        "library": PEER,
-        "version": _version(),
-        "matches": MEMTX_PRESET,
-        "parameters": params,
-        "memtx_parameters": MEMTX_PARAMS,
-        "parameter_difference": params - MEMTX_PARAMS,
+        **describe_peer(model, PEER, MEMTX_PRESET, MEMTX_PARAMS, getattr(model, _KWARGS_ATTR, None)),
         "ff_inner": model.layers[0][6][-1].in_features,
-        "kwargs": getattr(model, _KWARGS_ATTR, None),
         "memory": "neural memory (per-head MLP weights written by gradient steps) in the listed layers, "
         "long-term memory tokens per segment; not carried between training steps",
         "workaround": "per-head memory parameters copied out of their stride-0 views (titans-pytorch issue #64)",
@@ -206,13 +194,9 @@ def train_step_fn(
     ``segment_len`` only sets the window (``segments * segment_len`` bytes per row)."""
     if model.segment_len != segment_len:
         raise ValueError(f"the model was built with segment_len={model.segment_len}, not {segment_len}")
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    vocab = model.to_logits.out_features
-    stream = torch.randint(0, vocab, (batch_size, 64 * segment_len + 1), generator=gen).to(device)
+    stream = random_bytes(model, batch_size, 64 * segment_len + 1, model.to_logits.out_features, seed)
     length = segments * segment_len
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    params = [p for p in model.parameters() if p.requires_grad]
+    update = adam_stepper(model, lr, grad_clip)
     state = {"pos": 0}
 
     def step() -> float:
@@ -221,11 +205,7 @@ def train_step_fn(
         x, y = stream[:, p : p + length], stream[:, p + 1 : p + length + 1]
         logits = model(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        update(loss)
         state["pos"] = p + length
         return float(loss.detach())
 

@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.peers import dist_version, installed
+from benchmarks.peers import adam_stepper, describe_peer, installed, random_bytes
 
 MEMTX_PRESET = "pg9-allattn-8x256"
 MEMTX_PARAMS = 3_313_920
@@ -79,10 +79,6 @@ _KWARGS_ATTR = "_memtx_peer_kwargs"
 def available() -> bool:
     """True when x_transformers can be imported (the peer is optional)."""
     return installed("x_transformers")
-
-
-def _version() -> str | None:
-    return dist_version("x-transformers")
 
 
 def model_kwargs(
@@ -128,17 +124,10 @@ def build_model(**config: Any) -> nn.Module:
 
 def describe(model: nn.Module) -> dict[str, Any]:
     """Parameter count (and its difference to memtx's preset) and the kwargs the model was built with."""
-    params = sum(p.numel() for p in model.parameters())
     attn = getattr(model, "attn_layers", None)
     return {
-        "library": "x-transformers",
-        "version": _version(),
-        "matches": MEMTX_PRESET,
-        "parameters": params,
-        "memtx_parameters": MEMTX_PARAMS,
-        "parameter_difference": params - MEMTX_PARAMS,
+        **describe_peer(model, "x-transformers", MEMTX_PRESET, MEMTX_PARAMS, getattr(model, _KWARGS_ATTR, None)),
         "layer_types": "".join(attn.layer_types) if attn is not None else None,
-        "kwargs": getattr(model, _KWARGS_ATTR, None),
         "train_step": "Adam(lr=1e-3), clip_grad_norm 1.0, XL mems carried between steps",
         "generate": "XLAutoregressiveWrapper.generate, temperature 1, no top-k",
     }
@@ -159,12 +148,8 @@ def train_step_fn(
     The data is a fixed stream of random bytes (batch_size rows of n_segments * segment_len + 1 bytes, made here,
     outside the step) read segment after segment, wrapping around; the XL mems of one step are passed to the next
     (detached by x-transformers), like real Transformer-XL training."""
-    device = next(model.parameters()).device
-    vocab = model.num_tokens
-    gen = torch.Generator().manual_seed(seed)
-    stream = torch.randint(0, vocab, (batch_size, n_segments * segment_len + 1), generator=gen).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    params = [p for p in model.parameters() if p.requires_grad]
+    stream = random_bytes(model, batch_size, n_segments * segment_len + 1, model.num_tokens, seed)
+    update = adam_stepper(model, lr, grad_clip)
     state: dict[str, Any] = {"mems": None, "seg": 0}
 
     def step() -> float:
@@ -174,11 +159,7 @@ def train_step_fn(
         y = stream[:, start + 1 : start + segment_len + 1]
         logits, mems = model(x, mems=state["mems"], return_mems=True)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        update(loss)
         state["mems"] = mems
         state["seg"] = (state["seg"] + 1) % n_segments
         return float(loss.detach())
