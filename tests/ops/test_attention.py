@@ -28,11 +28,13 @@ def _inputs(B, H, T, W, Dh, N, span_mask, seed=0):
     N=st.integers(0, 3),
     span_mask=st.booleans(),
     pad=st.integers(0, 7),
+    chunk=st.integers(1, 7),
 )
-def test_fast_equals_reference_forward_and_grads(T, W, N, span_mask, pad):
+def test_fast_equals_reference_forward_and_grads(T, W, N, span_mask, pad, chunk):
+    """Every query-block size (one block, ragged last block, one query per block) gives the reference."""
     n_pad = min(pad, W)
     x = _inputs(2, 2, T, W, 3, N, span_mask)
-    fast = relative_attention(**x, n_pad=n_pad)
+    fast = relative_attention(**x, n_pad=n_pad, chunk=chunk)
     ref = reference_attention(**x, n_pad=n_pad)
     torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
     w = torch.randn_like(fast)
@@ -67,6 +69,9 @@ def test_band_view_and_scatter_are_inverse_index_maps():
         mask[i, i + 1 : i + 1 + W] = True
     assert torch.equal(back[mask], scores[mask])
     assert torch.all(back[~mask] == 0)
+    # the reused scratch buffer gives the same, whatever was scattered into it before
+    band_scatter(torch.full_like(rel, 7.0), scratch=True)
+    assert torch.equal(band_scatter(rel, scratch=True), back)
 
 
 def test_key_count_mismatch_is_rejected():

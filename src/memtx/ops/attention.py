@@ -5,7 +5,12 @@ The layout follows the official All-attention / adaptive-span code: scores are k
 position table and the softmax only touches the span. Two index maps move between coordinates:
 
 * ``band_view``: absolute scores (T, W+T) -> relative scores (T, W), a zero-copy strided view;
-* ``band_scatter``: relative probabilities (T, W) -> absolute (T, W+T) for the value matmul (pad + reshape).
+* ``band_scatter``: relative probabilities (T, W) -> absolute (T, W+T) for the value matmul (zeros, then one
+  strided copy through ``band_view``).
+
+Queries go through in blocks of ``chunk`` rows: block ``[a, b)`` needs only keys ``a .. b+W`` (W + b - a of them),
+so the q.k and p.v matmuls do ``(W + chunk) / W`` of the needed work instead of ``(W + T) / W``, and the (chunk, W+chunk)
+temporaries stay small for long segments. The scattered probabilities are rebuilt in backward rather than saved.
 
 Query ``i`` of the segment sits at key index ``W+i`` of ``[window ; segment]`` and attends to key indices
 ``i+1 .. i+W`` (distances ``W-1 .. 0``: itself and the W-1 tokens before it). Relative column ``r`` is distance
@@ -18,11 +23,17 @@ The slow, obviously correct twin is ``memtx.memory.reference.reference_attention
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 RENORM_EPS = 1e-8  # as in the official adaptive-span code
+# queries per band block: bounds the (chunk, W+chunk) temporaries of long segments; smaller blocks skip more
+# of the masked work but measured no faster at T=256 on 2 cores (their matmuls are smaller, copies more)
+CHUNK = 256
 
 
 def band_view(scores: Tensor, window: int) -> Tensor:
@@ -34,12 +45,35 @@ def band_view(scores: Tensor, window: int) -> Tensor:
     return scores.as_strided((*lead, t, window), stride, scores.storage_offset() + 1)
 
 
-def band_scatter(probs: Tensor) -> Tensor:
-    """(..., T, W) relative -> (..., T, W+T) absolute with ``out[i, i+1+r] = probs[i, r]``, zeros elsewhere."""
+def band_scatter(probs: Tensor, scratch: bool = False) -> Tensor:
+    """(..., T, W) relative -> (..., T, W+T) absolute with ``out[i, i+1+r] = probs[i, r]``, zeros elsewhere.
+
+    scratch: on CPU, write into this thread's cached buffer of that shape (valid until the next scratch call of the
+    same shape), whose off-band zeros stay from its first use: one pass over the band instead of zero-filling the
+    whole (T, W+T) each time (memory-bound on CPU). For temporaries consumed at once (a matmul operand)."""
     *lead, t, w = probs.shape
-    x = F.pad(probs, (1, t + 1))  # (..., T, W+T+2)
-    x = x.reshape(*lead, t * (w + t + 2))[..., : t * (w + t + 1)]
-    return x.reshape(*lead, t, w + t + 1)[..., : w + t]
+    shape = (*lead, t, w + t)
+    if scratch and probs.device.type == "cpu":
+        cache = _SCRATCH.__dict__
+        key = (shape, probs.dtype)
+        out = cache.get(key)
+        if out is None:
+            if len(cache) >= _SCRATCH_SHAPES:  # e.g. growing segments while generating: keep only the recent ones
+                cache.clear()
+            out = cache[key] = probs.new_zeros(shape)
+    else:
+        out = probs.new_zeros(shape)
+    band_view(out, w).copy_(probs)
+    return out
+
+
+_SCRATCH = threading.local()  # band_scatter's per-thread buffers, keyed by (shape, dtype)
+_SCRATCH_SHAPES = 4
+
+
+def query_blocks(t: int, chunk: int) -> list[tuple[int, int]]:
+    """[a, b) row blocks of at most ``chunk`` queries covering 0 .. t."""
+    return [(a, min(a + chunk, t)) for a in range(0, t, max(1, chunk))]
 
 
 def missing_key_mask(t: int, window: int, n_pad: int, device: torch.device) -> Tensor:
@@ -61,25 +95,26 @@ def relative_attention(
     span_mask: Tensor | None = None,
     dropout_p: float = 0.0,
     training: bool = False,
+    chunk: int = CHUNK,
 ) -> Tensor:
     """Attention of a segment over ``[window ; segment]`` with relative positions and an optional extra prefix.
 
     Shapes: q (B, H, T, Dh); k, v (B, H, W+T, Dh) where the first ``n_pad`` window positions are absent
     (masked); pos (Dh, W) position embeddings, column r = distance W-1-r; extra_k, extra_v (H, N, Dh)
     persistent vectors (no position term, same softmax); span_mask (H, 1, W) soft adaptive-span mask in [0, 1]
-    that multiplies the context probabilities, which are then renormalised jointly with the persistent ones.
-    Returns (B, H, T, Dh).
+    that multiplies the context probabilities, which are then renormalised jointly with the persistent ones;
+    chunk = queries per band block (any value gives the same result). Returns (B, H, T, Dh).
     """
     t = q.shape[-2]
     window = pos.shape[-1]
     if k.shape[-2] != window + t:
         raise ValueError(f"keys cover {k.shape[-2]} positions, expected window {window} + segment {t}")
     q = q * q.shape[-1] ** -0.5  # the softmax temperature, applied to q (T x Dh) rather than the logits (T x W+N)
-    logits = _BandLogits.apply(q, k, pos, extra_k)  # B,H,T,W(+N)
+    logits = _BandLogits.apply(q, k, pos, extra_k, chunk)  # B,H,T,W(+N)
     if n_pad > 0:
         logits = logits.masked_fill(_pad_columns(missing_key_mask(t, window, n_pad, q.device), logits), float("-inf"))
     probs = _weights(logits, window, span_mask, dropout_p, training)
-    return _BandMix.apply(probs, v, extra_v, window)
+    return _BandMix.apply(probs, v, extra_v, window, chunk)
 
 
 def _pad_columns(mask: Tensor, logits: Tensor) -> Tensor:
@@ -88,11 +123,12 @@ def _pad_columns(mask: Tensor, logits: Tensor) -> Tensor:
 
 
 class _BandLogits(torch.autograd.Function):
-    """[q.k over the band + q.p ; q.persistent keys]: (B,H,T,W(+N)) logits, without materialising the band maps in
-    autograd (whose generic as_strided / pad / cat backwards zero-fill and copy (T, W+T) tensors several times)."""
+    """[q.k over the band + q.p ; q.persistent keys]: (B,H,T,W(+N)) logits, block by block of queries, without
+    materialising the band maps in autograd (whose generic as_strided / pad / cat backwards zero-fill and copy
+    (T, W+T) tensors several times)."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, pos: Tensor, extra_k: Tensor | None) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, pos: Tensor, extra_k: Tensor | None, chunk: int) -> Tensor:
         window = pos.shape[-1]
         n = extra_k.shape[-2] if extra_k is not None else 0
         out = q.new_empty(*q.shape[:-1], window + n)
@@ -100,55 +136,72 @@ class _BandLogits(torch.autograd.Function):
             torch.matmul(q, pos, out=out)
         else:
             out[..., :window] = torch.matmul(q, pos)
-        out[..., :window] += band_view(torch.matmul(q, k.transpose(-1, -2)), window)
-        if n:
             out[..., window:] = torch.matmul(q, extra_k.transpose(-1, -2))
+        for a, b in query_blocks(q.shape[-2], chunk):
+            keys = k[..., a : b + window, :].transpose(-1, -2)
+            out[..., a:b, :window] += band_view(torch.matmul(q[..., a:b, :], keys), window)
+        ctx.chunk = chunk
         ctx.save_for_backward(q, k, pos, extra_k)
         return out
 
     @staticmethod
+    @once_differentiable  # its band_scatter scratch buffers are not autograd-safe
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, pos, extra_k = ctx.saved_tensors
         window = pos.shape[-1]
         g_ctx = grad[..., :window]
-        g_abs = band_scatter(g_ctx)  # (B,H,T,W+T)
-        dq = torch.matmul(g_abs, k) + torch.matmul(g_ctx, pos.transpose(0, 1))
-        dk = torch.matmul(g_abs.transpose(-1, -2), q)
+        dq = torch.matmul(g_ctx, pos.transpose(0, 1))
+        dk = torch.zeros_like(k)
+        for a, b in query_blocks(q.shape[-2], ctx.chunk):
+            g_abs = band_scatter(g_ctx[..., a:b, :], scratch=True)  # (B,H,b-a,W+b-a)
+            dq[..., a:b, :] += torch.matmul(g_abs, k[..., a : b + window, :])
+            dk[..., a : b + window, :] += torch.matmul(g_abs.transpose(-1, -2), q[..., a:b, :])
         dpos = torch.matmul(q.reshape(-1, q.shape[-1]).transpose(0, 1), g_ctx.reshape(-1, window))
         dextra = None
         if extra_k is not None:
             g_ext = grad[..., window:]
             dq = dq + torch.matmul(g_ext, extra_k)
             dextra = torch.matmul(g_ext.transpose(-1, -2), q).flatten(0, -4).sum(0)  # sum over the batch
-        return dq, dk, dpos, dextra
+        return dq, dk, dpos, dextra, None
 
 
 class _BandMix(torch.autograd.Function):
-    """Band-scattered context probabilities times v, plus persistent probabilities times the persistent values."""
+    """Band-scattered context probabilities times v, block by block of queries, plus persistent probabilities times
+    the persistent values. The scattered blocks are rebuilt in backward rather than kept."""
 
     @staticmethod
-    def forward(ctx, probs: Tensor, v: Tensor, extra_v: Tensor | None, window: int) -> Tensor:
-        p_abs = band_scatter(probs[..., :window])
-        out = torch.matmul(p_abs, v)
+    def forward(ctx, probs: Tensor, v: Tensor, extra_v: Tensor | None, window: int, chunk: int) -> Tensor:
+        t = probs.shape[-2]
+        out = v.new_empty(*v.shape[:-2], t, v.shape[-1])
+        for a, b in query_blocks(t, chunk):
+            out[..., a:b, :] = torch.matmul(
+                band_scatter(probs[..., a:b, :window], scratch=True), v[..., a : b + window, :]
+            )
         if extra_v is not None:
             out.add_(torch.matmul(probs[..., window:], extra_v))
-        ctx.window = window
-        ctx.save_for_backward(probs, p_abs, v, extra_v)
+        ctx.window, ctx.chunk = window, chunk
+        ctx.save_for_backward(probs, v, extra_v)
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        probs, p_abs, v, extra_v = ctx.saved_tensors
+        probs, v, extra_v = ctx.saved_tensors
         window = ctx.window
         dprobs = torch.empty_like(probs)
-        dprobs[..., :window] = band_view(torch.matmul(grad, v.transpose(-1, -2)), window)
-        dv = torch.matmul(p_abs.transpose(-1, -2), grad)
+        dv = torch.zeros_like(v)
+        for a, b in query_blocks(probs.shape[-2], ctx.chunk):
+            g, keys = grad[..., a:b, :], v[..., a : b + window, :]
+            dprobs[..., a:b, :window] = band_view(torch.matmul(g, keys.transpose(-1, -2)), window)
+            dv[..., a : b + window, :] += torch.matmul(
+                band_scatter(probs[..., a:b, :window], scratch=True).transpose(-1, -2), g
+            )
         dextra = None
         if extra_v is not None:
             p_ext = probs[..., window:]
             dprobs[..., window:] = torch.matmul(grad, extra_v.transpose(-1, -2))
             dextra = torch.matmul(p_ext.transpose(-1, -2), grad).flatten(0, -4).sum(0)
-        return dprobs, dv, dextra, None
+        return dprobs, dv, dextra, None, None
 
 
 def relative_attention_step(
