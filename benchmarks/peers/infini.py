@@ -28,7 +28,7 @@ gradients through the memory; 3,318,016 parameters):
   return_new_memories=True)``, the memories it returns are the next segment's, never detached within the step
   (gradients cross the memory hand-over, memtx's ``bptt_depth -1``); between steps the memories are carried
   detached, as memtx carries its memory state from one step to the next over a contiguous stream.
-* loss: next-byte cross-entropy, mean over all 2 x 256 positions of the step (memtx's ``step_loss``); the
+* loss: next-byte cross-entropy, mean over all 2 x 256 positions of the step (memtx's ``StepLoss``); the
   peer's ``InfiniTransformerWrapper`` is not used (it starts from empty memory on every call, detaches every 2
   segments and calls backward itself).
 * optimiser as the preset: Adam(lr 1e-3, betas (0.9, 0.999)), global grad-norm clip 1.0.

@@ -19,7 +19,7 @@ What is the same as ``memtx train copy-rmt``:
   segment i are the read memories of segment i+1, never detached: full BPTT through all segments of the step
   (memtx's ``bptt_depth -1``).
 * loss: cross-entropy summed over the answer targets of all segments (targets -100 elsewhere are ignored),
-  divided by the number of answer targets of the step (memtx's ``step_loss``); the peer's own ``labels`` loss is
+  divided by the number of answer targets of the step (memtx's ``StepLoss``); the peer's own ``labels`` loss is
   not used (it averages per segment and ignores -1, not -100).
 * Adam(lr 1e-3, betas (0.9, 0.999), no weight decay), linear warm-up over 100 steps from lr/100 (memtx's
   ``build_schedule``: factor (step+1)/100), global grad-norm clip 1.0, a step with a non-finite loss or gradient

@@ -37,11 +37,19 @@ def assert_same_weights(a, b, atol=1e-5):
         torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=k)
 
 
-@pytest.mark.parametrize("optim, parallel", [("adagrad", "ddp"), ("adam", "ddp"), ("adagrad", "fsdp")])
-def test_two_processes_equal_one_process(tmp_path, corpus_file, optim, parallel):
-    one, loss1, w1 = run(tmp_path, corpus_file, "one", 1, 8, "--optim.name", optim, "--optim.lr", "0.01")
+RMT_UNROLL = ["--model.memory", "rmt", "--model.mem-tokens", "2", "--unroll", "2"]  # 2 forwards per backward
+
+
+@pytest.mark.parametrize(
+    "optim, parallel, extra",
+    [("adagrad", "ddp", []), ("adam", "ddp", []), ("adagrad", "fsdp", []), ("adam", "ddp", RMT_UNROLL),
+     ("adam", "fsdp", RMT_UNROLL)],
+    ids=["adagrad-ddp", "adam-ddp", "adagrad-fsdp", "rmt-unroll2-ddp", "rmt-unroll2-fsdp"],
+)  # fmt: skip
+def test_two_processes_equal_one_process(tmp_path, corpus_file, optim, parallel, extra):
+    one, loss1, w1 = run(tmp_path, corpus_file, "one", 1, 8, "--optim.name", optim, "--optim.lr", "0.01", *extra)
     two, loss2, w2 = run(tmp_path, corpus_file, "two", 2, 8, "--optim.name", optim, "--optim.lr", "0.01",
-                         "--parallel", parallel)  # fmt: skip
+                         "--parallel", parallel, *extra)  # fmt: skip
     assert two["ranks"] == 2 and len(loss1) == len(loss2) == 8
     assert max(abs(a - b) for a, b in zip(loss1, loss2)) < 1e-5
     assert two["valid_bytes"] == one["valid_bytes"]  # every target scored once across the ranks

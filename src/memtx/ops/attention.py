@@ -9,8 +9,9 @@ position table and the softmax only touches the span. Two index maps move betwee
   strided copy through ``band_view``).
 
 Queries go through in blocks of ``chunk`` rows: block ``[a, b)`` needs only keys ``a .. b+W`` (W + b - a of them),
-so the q.k and p.v matmuls do ``(W + chunk) / W`` of the needed work instead of ``(W + T) / W``, and the (chunk, W+chunk)
-temporaries stay small for long segments. The scattered probabilities are rebuilt in backward rather than saved.
+so the q.k and p.v matmuls do ``(W + chunk) / W`` of the needed work instead of ``(W + T) / W``, and the
+(chunk, W+chunk) temporaries stay small for long segments. The scattered probabilities are rebuilt in backward
+rather than saved.
 
 Query ``i`` of the segment sits at key index ``W+i`` of ``[window ; segment]`` and attends to key indices
 ``i+1 .. i+W`` (distances ``W-1 .. 0``: itself and the W-1 tokens before it). Relative column ``r`` is distance

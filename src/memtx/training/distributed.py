@@ -46,10 +46,12 @@ def setup(batch_size: int) -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
-def wrap(model: nn.Module, ranks: Ranks, mode: str) -> nn.Module:
-    """The module that runs the training forward: the model itself, DDP around it, or the model sharded in place."""
+def wrap(step: nn.Module, model: nn.Module, ranks: Ranks, mode: str) -> nn.Module:
+    """The module that runs a training step's forward (all its segments in one call of ``step``, since DDP reduces
+    once per forward): ``step`` itself, DDP around it, or ``step`` over ``model`` sharded in place (each of
+    ``model.blocks`` its own FSDP unit; FSDP2 hooks the model's own calls, any number per backward)."""
     if ranks.world == 1:
-        return model
+        return step
     if mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
@@ -59,8 +61,10 @@ def wrap(model: nn.Module, ranks: Ranks, mode: str) -> nn.Module:
         for block in model.blocks:
             fully_shard(block)
         fully_shard(model)
-        return model
-    return nn.parallel.DistributedDataParallel(model)
+        return step
+    # find_unused_parameters: a carried memory state leaves the initial memory (RMT / ARMT) without a gradient in
+    # every step but the first of each stream
+    return nn.parallel.DistributedDataParallel(step, find_unused_parameters=True)
 
 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

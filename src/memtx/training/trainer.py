@@ -117,21 +117,29 @@ def load_tokenizer(run_dir: Path) -> WordTokenizer | None:
     return WordTokenizer.load(path) if path.exists() else None
 
 
-def step_loss(net, x: torch.Tensor, y: torch.Tensor, state, cfg: RunConfig) -> tuple[torch.Tensor, Any, float]:
-    """Mean loss over the scored targets of one step's segments (memory carried, truncated BPTT), the state after
-    them, and the fraction of targets predicted right (nan with the adaptive softmax, which skips full scores)."""
-    nats, count, correct = 0.0, 0, 0
-    for columns, out in segments(net, x, state, cfg.segment_len, cfg.bptt_depth, targets=y):
-        target = y[:, columns]
-        nats = nats + out.nll.sum()
-        scored = target != -100
-        count += int(scored.sum())
-        if out.logits is not None:
-            correct += int((out.logits.detach().argmax(-1) == target)[scored].sum())
-        else:
-            correct = float("nan")
-        state = out.state
-    return nats / max(count, 1), state, correct / max(count, 1)
+class StepLoss(torch.nn.Module):
+    """One optimiser step's forward: the mean loss over the scored targets of its segments (memory carried,
+    truncated BPTT), the state after them, and the fraction of targets predicted right (nan with the adaptive
+    softmax, which skips full scores). One module call per backward, however many segments: DDP reduces the
+    gradients of a backward that follows exactly one forward of the module it wraps."""
+
+    def __init__(self, model: TransformerLM, segment_len: int, bptt_depth: int) -> None:
+        super().__init__()
+        self.model, self.segment_len, self.bptt_depth = model, segment_len, bptt_depth
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, state) -> tuple[torch.Tensor, Any, float]:
+        nats, count, correct = 0.0, 0, 0
+        for columns, out in segments(self.model, x, state, self.segment_len, self.bptt_depth, targets=y):
+            target = y[:, columns]
+            nats = nats + out.nll.sum()
+            scored = target != -100
+            count += int(scored.sum())
+            if out.logits is not None:
+                correct += int((out.logits.detach().argmax(-1) == target)[scored].sum())
+            else:
+                correct = float("nan")
+            state = out.state
+        return nats / max(count, 1), state, correct / max(count, 1)
 
 
 def evaluate(model, cfg: RunConfig, corpus, batches, ranks: Ranks, final: bool, progress: bool = False) -> dict:
@@ -280,7 +288,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
             metrics.path.write_text("")
             data_info = corpus.info if corpus is not None else dataclasses.asdict(cfg.data)
             metrics.write(step=0, event="start", params=model.num_parameters(), corpus=data_info, ranks=ranks.world)
-    net = distributed.wrap(model, ranks, cfg.parallel)
+    net = distributed.wrap(StepLoss(model, cfg.segment_len, cfg.bptt_depth), model, ranks, cfg.parallel)
     params = list(model.parameters())
     optimizer = build_optimizer(params, cfg.optim)
     schedule = build_schedule(optimizer, cfg.optim)
@@ -340,7 +348,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
             batch = streams.next_batch(n_segments)
             if batch.reset:
                 state = None
-            loss, next_state, accuracy = step_loss(net, batch.x[rows], batch.y[rows], state, cfg)
+            loss, next_state, accuracy = net(batch.x[rows], batch.y[rows], state)
             optimizer.zero_grad(set_to_none=True)
             (loss + model.aux_loss()).backward()
             grad_norm = clip_gradients(params, cfg.optim)
