@@ -232,7 +232,8 @@ def relative_attention_step(
 
 def _per_head(x: Tensor, w: Tensor) -> Tensor:
     """x (B, H, T, a) @ w (H, a, b) -> (B, H, T, b) as H matmuls of (B*T, a) rows: broadcasting w over the batch
-    would copy it B times (8 MB per layer and token for the persistent vectors at B=16: 1.3x faster generation)."""
+    would copy it B times (8 MB per layer and token for the persistent vectors at B=16; 1.5x faster eager batch-16
+    generation without the copy)."""
     b, h, t, _ = x.shape
     return torch.matmul(x.transpose(0, 1).reshape(h, b * t, -1), w).view(h, b, t, -1).transpose(0, 1)
 
