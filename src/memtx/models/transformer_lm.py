@@ -15,6 +15,7 @@ from memtx.memory.xl_cache import KVCacheState, XLCache, XLCacheState, kv_buffer
 from memtx.models.blocks import AllAttentionBlock, TransformerBlock
 from memtx.models.config import ModelConfig
 from memtx.nn.adaptive import AdaptiveHead, AdaptiveInput
+from memtx.nn.linear import Linear
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class TransformerLM(nn.Module):
             tie = self.embed if cfg.tie_adaptive else None
             self.head = AdaptiveHead(cfg.d_model, cfg.vocab_size, cfg.cutoffs, cfg.adaptive_factor, tie_to=tie)
         else:
-            self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
+            self.head = Linear(cfg.d_model, cfg.vocab_size)
 
     def forward(self, x: Tensor, state: MemoryState | None = None, targets: Tensor | None = None) -> LMOutput:
         """x (B, T) token ids; state from the previous segment of the same streams, or None to start fresh;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from memtx.nn.linear import Linear
 from memtx.ops.attention import relative_attention, relative_attention_step
 
 
@@ -15,9 +16,9 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.dropout = dropout
-        self.q = nn.Linear(d_model, d_model, bias=False)
-        self.kv = nn.Linear(d_model, 2 * d_model, bias=False)
-        self.o = nn.Linear(d_model, d_model, bias=False)
+        self.q = Linear(d_model, d_model, bias=False)
+        self.kv = Linear(d_model, 2 * d_model, bias=False)
+        self.o = Linear(d_model, d_model, bias=False)
 
     def _heads(self, x: Tensor) -> Tensor:  # (B, S, D) -> (B, H, S, Dh)
         b, s, d = x.shape
