@@ -42,7 +42,9 @@ def setup(batch_size: int) -> Ranks:
     if batch_size % world:
         raise ConfigError(f"--batch-size {batch_size} does not split over {world} processes: use a multiple of {world}")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # gloo: training keeps its tensors on the CPU (no device option yet), and NCCL reduces only CUDA tensors,
+        # so choosing NCCL whenever a GPU is present made torchrun fail on GPU machines
+        dist.init_process_group("gloo")
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
