@@ -18,8 +18,8 @@ def row_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters, initialisation and state dict keys) that computes a single row with
-    ``row_linear`` while torch.compile traces: the compiled batch-1 decode step measured 1.08-1.56x faster (four
-    alternated runs, 2 cores); at batch 16 BLAS is as fast, so more rows keep F.linear."""
+    ``row_linear`` while torch.compile traces: the compiled batch-1 decode step measured 1.07-1.56x faster (five
+    alternated in-process runs, 2 cores); at batch 16 BLAS is as fast, so more rows keep F.linear."""
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling() and x.numel() == x.shape[-1]:
