@@ -13,8 +13,16 @@ from helpers import tiny_run
 from memtx.cli import main
 from memtx.evaluation.reasoning import prompt_chunks, prompt_rows, wilson
 from memtx.models.config import ModelConfig
-from memtx.tasks.babilong import Babilong
-from memtx.tasks.babilong_batches import ANSWER_ROOM, PAD, BabilongBatches, prompt_suffix
+from memtx.tasks.babilong import Babilong, parse_babi
+from memtx.tasks.babilong_batches import (
+    ANSWER_ROOM,
+    PAD,
+    BabilongBatches,
+    earlier_questions,
+    last_label,
+    prompt_suffix,
+    with_inline,
+)
 from memtx.training.config import DataConfig
 from memtx.training.trainer import train
 
@@ -63,6 +71,78 @@ def test_training_rows_fill_the_segments_and_target_only_the_answer(babi):
     again = BabilongBatches(("qa1",), 16, 128, seed=3, babi_dir=babi[0], noise_dir=babi[1])
     again.load_state_dict({"index": 0})
     assert torch.equal(again.next_batch(5).x, b.x)
+
+
+def test_story_numbers_and_earlier_questions():
+    qs = parse_babi(_data.STORY, "qa1")
+    assert [q.story for q in qs] == [1, 1, 2]
+    assert earlier_questions(qs, 1) == [qs[0]] and earlier_questions(qs, 0) == earlier_questions(qs, 2) == []
+    assert with_inline(qs[1], [qs[0]]) == (
+        "Mary moved to the bathroom.",
+        "John went to the hallway.",
+        "\nQ: Where is Mary?\nA: bathroom\n",  # asked after the story's first two statements, as in the file
+        "Daniel went back to the hallway.",
+        "Sandra moved to the garden.",
+    )
+
+
+@pytest.mark.parametrize("segments", [2, 8])
+def test_inline_questions_are_asked_in_place_and_scored(tmp_path, babi, segments):
+    """With inline_questions each row also asks its story's earlier questions where bAbI asks them: every scored
+    span is an answer + newline right after a "\nA: " cue, the last one at the fixed cue position; without the
+    option the rows are exactly those of before (only the final answer scored)."""
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1])
+    plain = BabilongBatches(("qa1",), 16, 128, seed=1, **kw).next_batch(segments)
+    inline = BabilongBatches(("qa1",), 16, 128, seed=1, inline_questions=True, **kw).next_batch(segments)
+    spans_seen = set()
+    for b, inline_on in ((plain, False), (inline, True)):
+        for x, y in zip(b.x, b.y, strict=True):
+            scored = (y != -100).nonzero().flatten().tolist()
+            spans = [[scored[0]]]
+            for i in scored[1:]:
+                spans[-1].append(i) if i == spans[-1][-1] + 1 else spans.append([i])
+            assert spans[-1][0] == 128 * segments - ANSWER_ROOM - 1  # the final answer where it always is
+            text = bytes(x[x != PAD].tolist()).decode()
+            for span in spans:
+                answer = bytes(y[span].tolist()).decode()
+                assert answer.strip() in ("bathroom", "hallway", "office") and answer.endswith("\n")
+                assert bytes(x[span[0] - 3 : span[0] + 1].tolist()) == b"\nA: "  # the cue is the input just before
+            if "Where is Daniel?" in text.split("\nQ: ")[-1]:  # the story's second question asks the first inline
+                assert len(spans) == (2 if inline_on else 1)
+                assert ("Where is Mary?\nA: bathroom\n" in text) == inline_on
+            spans_seen.add(len(spans))
+    assert spans_seen == {1, 2}
+
+
+def test_shortcut_reject_makes_the_last_mentioned_room_a_bad_guess(tmp_path, babi):
+    """Half the stories ask about the last fact's person (the answer is the room mentioned last), half about the
+    one before; shortcut_reject=0.9 skips most of the first kind, so answering the last room stops paying."""
+    rooms = ["bathroom", "bedroom", "garden", "hallway", "kitchen", "office"]
+    lines = []
+    for s in range(40):
+        a, b = rooms[s % 6], rooms[(s + 1) % 6]
+        who, answer, fact = ("Alice", a, 1) if s % 2 else ("Bob", b, 2)
+        lines += [f"1 Alice moved to the {a}.", f"2 Bob went to the {b}.", f"3 Where is {who}? \t{answer}\t{fact}"]
+    folder = tmp_path / "short" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text("\n".join(lines) + "\n")
+    qs = parse_babi("\n".join(lines), "qa1")
+    assert [last_label(q) for q in qs[:2]] == ["bedroom", "garden"]  # answers: bedroom (the shortcut), bedroom
+
+    def last_room_share(reject: float) -> float:
+        b = BabilongBatches(("qa1",), 64, 128, seed=0, babi_dir=str(folder.parent), noise_dir=babi[1],
+                            shortcut_reject=reject).next_batch(1)  # fmt: skip
+        hits = 0
+        for x, y in zip(b.x, b.y, strict=True):
+            facts = bytes(x[x != PAD].tolist()).decode().split("\nQ: ")[0]
+            last = max(rooms, key=lambda r: facts.rfind(r))
+            hits += bytes(y[y != -100].tolist()).decode().strip() == last
+        return hits / len(b.x)
+
+    assert 0.3 < last_room_share(0.0) < 0.7 and last_room_share(0.9) < 0.2
 
 
 def test_en_10k_training_stories_and_the_fallback_to_en(babi, tmp_path):

@@ -127,6 +127,7 @@ class BabiQuestion:
     question: str
     answer: str
     supporting_ids: tuple[int, ...]
+    story: int = 0  # the story's number in its file (questions of one story share it)
 
     @property
     def supporting(self) -> tuple[str, ...]:
@@ -140,6 +141,7 @@ def parse_babi(text: str, task: str = "", source: str = "<text>") -> list[BabiQu
     ``ID question<TAB>answer<TAB>supporting IDs``."""
     questions: list[BabiQuestion] = []
     story: list[tuple[int, str]] = []
+    stories = 0
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -154,7 +156,7 @@ def parse_babi(text: str, task: str = "", source: str = "<text>") -> list[BabiQu
                 f"{source}:{lineno}: not a bAbI line ({line[:60]!r}): pass an unmodified bAbI v1.2 task file"
             )
         if int(head) == 1:
-            story = []
+            story, stories = [], stories + 1
         if len(parts) == 1:
             story.append((int(head), rest.strip()))
             continue
@@ -166,7 +168,7 @@ def parse_babi(text: str, task: str = "", source: str = "<text>") -> list[BabiQu
             )
         facts = tuple(t for _, t in story)
         fact_ids = tuple(i for i, _ in story)
-        questions.append(BabiQuestion(task, facts, fact_ids, parts[0].strip(), parts[1].strip(), ids))
+        questions.append(BabiQuestion(task, facts, fact_ids, parts[0].strip(), parts[1].strip(), ids, stories))
     return questions
 
 
@@ -389,16 +391,20 @@ class Babilong:
         """The split's noise books, read on first use (``'0k'`` samples never read them)."""
         return NoiseBooks(self.noise_dir, self.split)
 
-    def sample(self, index: int, length: str | int, seed: int = 0) -> Sample | None:
-        """The sample of question ``index`` at ``length`` tokens; None if its facts alone exceed the length."""
+    def sample(
+        self, index: int, length: str | int, seed: int = 0, facts: tuple[str, ...] | None = None
+    ) -> Sample | None:
+        """The sample of question ``index`` at ``length`` tokens; None if its facts alone exceed the length.
+        ``facts`` replaces the question's statements (training puts the story's earlier questions among them)."""
         q, target = self.questions[index], parse_length(length)
         if seed < 0:
             raise ConfigError(f"seed must be >= 0, got {seed}")
         rng = np.random.default_rng([seed, index, target])
-        facts_len = sum(self.count_tokens(f + SEP) for f in q.facts)
-        common = dict(task=self.task, question=q.question, answer=q.answer, facts=q.facts, supporting=q.supporting)
+        facts = q.facts if facts is None else facts
+        facts_len = sum(self.count_tokens(f + SEP) for f in facts)
+        common = dict(task=self.task, question=q.question, answer=q.answer, facts=facts, supporting=q.supporting)
         if target == 0:
-            return Sample(**common, target=0, length=facts_len, noise_start=0, n_noise=0, fact_gaps=(0,) * len(q.facts))
+            return Sample(**common, target=0, length=facts_len, noise_start=0, n_noise=0, fact_gaps=(0,) * len(facts))
         if facts_len > target:
             return None
         noise = self.noise
@@ -414,7 +420,7 @@ class Babilong:
                 f"noise corpus too small for {target:,} tokens (the {len(noise.files)} {self.split} book(s) of "
                 f"'{noise.folder}' run out): pass a larger noise folder or a shorter length"
             )
-        gaps = tuple(int(g) for g in np.sort(rng.integers(0, n_noise + 1, size=len(q.facts))))
+        gaps = tuple(int(g) for g in np.sort(rng.integers(0, n_noise + 1, size=len(facts))))
         return Sample(
             **common, target=target, length=length, noise_start=start, n_noise=n_noise, fact_gaps=gaps, noise=noise
         )

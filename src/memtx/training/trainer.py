@@ -82,7 +82,15 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | None = None):
             raise ConfigError("babilong reads bytes: pass --model.vocab-size 256")
         return (
             BabilongBatches(
-                d.babi_tasks, cfg.batch_size, cfg.segment_len, cfg.seed, d.babi_dir, d.noise_dir, d.babi_variant
+                d.babi_tasks,
+                cfg.batch_size,
+                cfg.segment_len,
+                cfg.seed,
+                d.babi_dir,
+                d.noise_dir,
+                d.babi_variant,
+                d.inline_questions,
+                d.shortcut_reject,
             ),  # fmt: skip
             None,
             None,
