@@ -19,7 +19,6 @@ from memtx.tasks.babilong_batches import (
     PAD,
     BabilongBatches,
     earlier_questions,
-    last_label,
     prompt_suffix,
     with_inline,
 )
@@ -115,34 +114,6 @@ def test_inline_questions_are_asked_in_place_and_scored(tmp_path, babi, segments
                 assert ("Where is Mary?\nA: bathroom\n" in text) == inline_on
             spans_seen.add(len(spans))
     assert spans_seen == {1, 2}
-
-
-def test_shortcut_reject_makes_the_last_mentioned_room_a_bad_guess(tmp_path, babi):
-    """Half the stories ask about the last fact's person (the answer is the room mentioned last), half about the
-    one before; shortcut_reject=0.9 skips most of the first kind, so answering the last room stops paying."""
-    rooms = ["bathroom", "bedroom", "garden", "hallway", "kitchen", "office"]
-    lines = []
-    for s in range(40):
-        a, b = rooms[s % 6], rooms[(s + 1) % 6]
-        who, answer, fact = ("Alice", a, 1) if s % 2 else ("Bob", b, 2)
-        lines += [f"1 Alice moved to the {a}.", f"2 Bob went to the {b}.", f"3 Where is {who}? \t{answer}\t{fact}"]
-    folder = tmp_path / "short" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text("\n".join(lines) + "\n")
-    qs = parse_babi("\n".join(lines), "qa1")
-    assert [last_label(q) for q in qs[:2]] == ["bedroom", "garden"]  # answers: bedroom (the shortcut), bedroom
-
-    def last_room_share(reject: float) -> float:
-        b = BabilongBatches(("qa1",), 64, 128, seed=0, babi_dir=str(folder.parent), noise_dir=babi[1],
-                            shortcut_reject=reject).next_batch(1)  # fmt: skip
-        hits = 0
-        for x, y in zip(b.x, b.y, strict=True):
-            facts = bytes(x[x != PAD].tolist()).decode().split("\nQ: ")[0]
-            last = max(rooms, key=lambda r: facts.rfind(r))
-            hits += bytes(y[y != -100].tolist()).decode().strip() == last
-        return hits / len(b.x)
-
-    assert 0.3 < last_room_share(0.0) < 0.7 and last_room_share(0.9) < 0.2
 
 
 def test_en_10k_training_stories_and_the_fallback_to_en(babi, tmp_path):

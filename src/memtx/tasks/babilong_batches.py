@@ -14,15 +14,14 @@ and the test books.
 
 from __future__ import annotations
 
-import re
 import warnings
-from functools import cache, cached_property
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from memtx.errors import ConfigError, DataError
-from memtx.tasks.babilong import SEP, TASK_LABELS, Babilong, BabiQuestion
+from memtx.tasks.babilong import SEP, Babilong, BabiQuestion
 from memtx.tasks.synthetic import IGNORE_INDEX, TaskBatch
 
 PAD = 0
@@ -41,20 +40,6 @@ def earlier_questions(questions: list[BabiQuestion], index: int) -> list[BabiQue
     while first > 0 and questions[first - 1].story == questions[index].story:
         first -= 1
     return questions[first:index]
-
-
-def last_label(q: BabiQuestion) -> str | None:
-    """The answer label of ``q``'s task that its facts mention last (None if none): answering it is the shortcut a
-    small model learns first (52.7% right on qa1's test questions)."""
-    text = " ".join(q.facts).lower()
-    found = [(m.start(), m[1]) for m in _label_pattern(q.task).finditer(text)]
-    return max(found)[1] if found else None
-
-
-@cache
-def _label_pattern(task: str) -> re.Pattern:
-    labels = sorted(TASK_LABELS[task], key=len, reverse=True)
-    return re.compile(r"(?<!\w)(" + "|".join(map(re.escape, labels)) + r")(?!\w)")
 
 
 def with_inline(q: BabiQuestion, earlier: list[BabiQuestion]) -> tuple[str, ...]:
@@ -82,10 +67,9 @@ class BabilongBatches:
         noise_dir: str | None = None,
         variant: str = "en",
         inline_questions: bool = False,
-        shortcut_reject: float = 0.0,
     ) -> None:
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
-        self.inline_questions, self.shortcut_reject = inline_questions, shortcut_reject
+        self.inline_questions = inline_questions
         self.babi_dir, self.noise_dir, self.variant = babi_dir, noise_dir, variant
         self.index = 0
         _ = self.generators  # fail on missing bAbI files now
@@ -111,8 +95,6 @@ class BabilongBatches:
             gen = self.generators[int(rng.integers(len(self.generators)))]
             index = int(rng.integers(len(gen.questions)))
             q = gen.questions[index]
-            if self.shortcut_reject and last_label(q) == q.answer.lower() and rng.random() < self.shortcut_reject:
-                continue
             cue = prompt_suffix(q.question).encode()
             room = n - ANSWER_ROOM - len(cue)  # context bytes: the cue's last byte is x[n - ANSWER_ROOM - 1]
             if room < 0:

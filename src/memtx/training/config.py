@@ -37,9 +37,6 @@ class DataConfig:
     inline_questions: bool = False
     """babilong training: also ask the story's earlier questions where bAbI asks them, each followed by its answer
     (scored like the final one): up to 5x the answer targets per row for qa1. Evaluation is unchanged."""
-    shortcut_reject: float = 0.0
-    """babilong training: skip this fraction of the questions whose answer is the label the facts mention last (the
-    shortcut a small model learns first: 52.7% of qa1's questions), so that it stops paying. 0 = plain sampling."""
     babi_dir: str | None = None
     """babilong: the bAbI v1.2 folder (None = shared/data/babi found above the working directory)."""
     noise_dir: str | None = None
@@ -59,8 +56,6 @@ class DataConfig:
             raise ConfigError(f"data.tokens must be bytes or words, got {self.tokens!r}")
         if self.max_vocab < 0 or self.max_vocab == 1:
             raise ConfigError(f"data.max_vocab must be 0 (all) or >= 2, got {self.max_vocab}")
-        if not 0 <= self.shortcut_reject < 1:
-            raise ConfigError(f"data.shortcut_reject must be in [0, 1), got {self.shortcut_reject}")
         if self.symbols < 2 or self.pairs < 1:
             raise ConfigError("data.symbols must be >= 2 and data.pairs >= 1")
 

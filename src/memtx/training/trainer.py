@@ -89,9 +89,8 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | None = None):
                 d.babi_dir,
                 d.noise_dir,
                 d.babi_variant,
-                d.inline_questions,
-                d.shortcut_reject,
-            ),  # fmt: skip
+                inline_questions=d.inline_questions,
+            ),
             None,
             None,
         )
