@@ -7,7 +7,9 @@ filling exactly S*T+1 bytes (left-padded with NUL), the context generated at the
 the row (``|`` above), whatever the answer, and evaluation puts it at the same place (``evaluation/reasoning.py``):
 were the answer right-aligned instead, the cue's position in the segment would tell its length (6, 7 or 8 bytes
 for qa1's rooms) and a model learns that shortcut, which fails at evaluation. Only the answer and its newline are
-targets (cut at the row end if longer than ``ANSWER_ROOM``). Batch k is a pure function of (seed, k), so resumed
+targets (cut at the row end if longer than ``ANSWER_ROOM``); with ``inline_questions`` the story's earlier
+questions also appear in the context, each right after the statements bAbI asks it after and in the same layout,
+and their answers are targets too. Batch k is a pure function of (seed, k), so resumed
 runs see the same batches. Train samples use bAbI train stories and the train books; evaluation the test stories
 and the test books.
 """
