@@ -89,7 +89,7 @@ def test_story_numbers_and_earlier_questions():
 def test_inline_questions_are_asked_in_place_and_scored(tmp_path, babi, segments):
     """With inline_questions each row also asks its story's earlier questions where bAbI asks them: every scored
     span is an answer + newline right after a "\nA: " cue, the last one at the fixed cue position; without the
-    option the rows are exactly those of before (only the final answer scored)."""
+    option only the final answer is scored."""
     folder = tmp_path / "multi" / "en"
     folder.mkdir(parents=True)
     (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)

@@ -112,7 +112,7 @@ class BabilongBatches:
             seq = np.full(n + 1, PAD, dtype=np.int64)
             targets = np.zeros(n + 1, dtype=bool)
             start = n - ANSWER_ROOM  # seq index of the answer's first byte
-            pos = start - sum(len(c.encode()) for c in sample.chunks()) - len(cue)
+            pos = start - len(cue) - sample.length  # the generators count UTF-8 bytes: length is exact
             for chunk in sample.chunks():
                 data = chunk.encode()
                 seq[pos : pos + len(data)] = np.frombuffer(data, dtype=np.uint8)
