@@ -38,13 +38,15 @@ def assert_same_weights(a, b, atol=1e-5):
 
 
 RMT_UNROLL = ["--model.memory", "rmt", "--model.mem-tokens", "2", "--unroll", "2"]  # 2 forwards per backward
+# ARMT's write parameters reach only the memory a step hands on, never its loss: unused in every step
+ARMT = ["--model.memory", "armt", "--model.mem-tokens", "2", "--model.mem-dim", "4"]
 
 
 @pytest.mark.parametrize(
     "optim, parallel, extra",
     [("adagrad", "ddp", []), ("adam", "ddp", []), ("adagrad", "fsdp", []), ("adam", "ddp", RMT_UNROLL),
-     ("adam", "fsdp", RMT_UNROLL)],
-    ids=["adagrad-ddp", "adam-ddp", "adagrad-fsdp", "rmt-unroll2-ddp", "rmt-unroll2-fsdp"],
+     ("adam", "fsdp", RMT_UNROLL), ("adam", "ddp", ARMT)],
+    ids=["adagrad-ddp", "adam-ddp", "adagrad-fsdp", "rmt-unroll2-ddp", "rmt-unroll2-fsdp", "armt-ddp"],
 )  # fmt: skip
 def test_two_processes_equal_one_process(tmp_path, corpus_file, optim, parallel, extra):
     one, loss1, w1 = run(tmp_path, corpus_file, "one", 1, 8, "--optim.name", optim, "--optim.lr", "0.01", *extra)

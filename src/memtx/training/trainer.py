@@ -146,6 +146,9 @@ class StepLoss(torch.nn.Module):
             else:
                 correct = float("nan")
             state = out.state
+        # detached here, not by the next step: a state still attached to the graph makes DDP count parameters that
+        # only shape the handed-on memory (ARMT's write) as used, then wait forever for their gradients
+        state = state.detach() if state is not None else None
         return nats / max(count, 1), state, correct / max(count, 1)
 
 
