@@ -1,6 +1,7 @@
 """BABILong training rows and the sweep command on tiny bAbI files and books that the tests write."""
 
 import importlib.util
+import itertools
 import json
 import math
 from dataclasses import replace
@@ -189,3 +190,37 @@ def test_sweep_bad_input_is_one_line(tmp_path, babi, capsys, extra, code, needle
     assert main(argv) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("memtx: error:") and needle in err[0]
+
+
+def test_memory_drift_reports_the_state_after_each_power_of_two(tmp_path, babi):
+    """benchmarks/memory_drift.py: the norms it records after 1 segment are those of the state a direct call returns."""
+    spec = importlib.util.spec_from_file_location(
+        "memory_drift", Path(__file__).parents[2] / "benchmarks/memory_drift.py"
+    )
+    drift_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drift_module)
+    cfg = tiny_run("unused", max_steps=1, segment_len=128, curriculum=(3,), eval_samples=1)
+    model = ModelConfig(n_layers=2, d_model=16, n_heads=2, n_persistent=0, span=128, memory="armt", mem_tokens=2,
+                        mem_dim=4, dropout=0.0)  # fmt: skip
+    cfg = replace(cfg, model=model, data=DataConfig(task="babilong", babi_dir=babi[0], noise_dir=babi[1]))
+    train(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "drift.json"
+    args = [str(tmp_path / "run"), "--length", "1200", "--samples", "2", "--babi-dir", babi[0], "--noise-dir", babi[1]]
+    assert drift_module.main([*args, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["segments"] for r in result["rows"]] == [1, 2, 4, 8][: len(result["rows"])] and len(result["rows"]) == 4
+    assert result["trained_segments"] == 3 and out.with_suffix(".png").is_file()
+
+    from memtx.training.checkpoint import load_run
+
+    _, net = load_run(tmp_path / "run")
+    net.eval()
+    samples = list(Babilong("qa1", "test", babi_dir=babi[0], noise_dir=babi[1]).samples(1200, 2, 0))
+    first = torch.tensor(
+        [list(itertools.islice(itertools.chain.from_iterable(r), 128)) for r in prompt_rows(samples, 128)]
+    )
+    with torch.no_grad():
+        state = net(first, None).state
+    for name, t in state.to_tensors().items():
+        assert result["rows"][0]["norms"][name] == pytest.approx(float(t.flatten(1).norm(dim=1).mean()), abs=1e-4)
+    assert result["rows"][0]["norms"]["armt.A.0"] < result["rows"][-1]["norms"]["armt.A.0"]  # writes accumulate
