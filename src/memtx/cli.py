@@ -21,7 +21,7 @@ from memtx.training.config import RunConfig
 
 USAGE = """usage: memtx {train,evaluate,generate,babilong} ...
 
-  train [PRESET] [--out DIR] [--max-steps N] [--max-time S] [--seed S] [--resume] [overrides]
+  train [PRESET] [--out DIR] [--max-steps N] [--max-time S] [--seed S] [--resume | --init-from RUN] [overrides]
                                    train a preset (default: quickstart); memtx train --help lists them
   evaluate RUN_DIR [--split valid|test] [--max-bytes N] [--input FILE|-]
                                    exact bits per byte of a split, or of any file / stdin (streamed)

@@ -87,3 +87,32 @@ def test_task_curriculum_resume_across_a_stage_is_bit_exact(tmp_path):
     assert second["valid_accuracy"] == full["valid_accuracy"]
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["segments"] for r in records if "segments" in r] == [1, 1, 1, 2, 2, 2, 4]
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, corpus_file):
+    """--init-from: the weights of run A (final model, else newest checkpoint), new settings, fresh optimiser."""
+    from dataclasses import replace
+
+    from memtx.errors import CheckpointError
+
+    cfg = tiny_run(str(corpus_file), max_steps=6)
+    train(cfg, tmp_path / "a", progress=False)
+    trained = safetensors.torch.load_file(str(tmp_path / "a" / "model.safetensors"))
+    # one step with a vanishing learning rate leaves the starting weights as they were
+    follow = replace(cfg, max_steps=1, unroll=2, optim=replace(cfg.optim, lr=1e-30), init_from=str(tmp_path / "a"))
+    for source in ("final model", "checkpoint"):
+        out = tmp_path / f"b-{source.replace(' ', '-')}"
+        train(follow, out, progress=False)
+        start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+        assert start["event"] == "start" and start["init_from"].startswith(str(tmp_path / "a"))
+        got = safetensors.torch.load_file(str(out / "model.safetensors"))
+        assert got.keys() == trained.keys()
+        assert all(torch.allclose(got[k], trained[k], rtol=0, atol=1e-20) for k in got)
+        (tmp_path / "a" / "model.safetensors").unlink(missing_ok=True)  # next: the newest checkpoint (step 6)
+    assert "checkpoints" in start["init_from"]
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(replace(follow, init_from=str(tmp_path / "nope")), tmp_path / "c", progress=False)
+    other = replace(follow, model=replace(cfg.model, d_model=32))
+    with pytest.raises(CheckpointError, match="another architecture"):
+        train(other, tmp_path / "d", progress=False)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d" / "config.json").exists()

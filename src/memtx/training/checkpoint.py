@@ -132,6 +132,18 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def initial_weights(run_dir: Path) -> Path:
+    """The weights file a new run starts from with --init-from: the run's final model, else its newest checkpoint."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"--init-from: {run_dir} does not exist: pass a run folder written by 'memtx train'")
+    if (run_dir / MODEL_FILE).is_file():
+        return run_dir / MODEL_FILE
+    ckpt = latest_good_checkpoint(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"--init-from: {run_dir} holds no model and no usable checkpoint: pass a trained run")
+    return ckpt / MODEL_FILE
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,

@@ -140,6 +140,9 @@ class RunConfig:
     """Consecutive steps with non-finite loss or gradients (each skipped) after which training stops."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun: DDP (replicated weights) or FSDP2 fully_shard (sharded weights and optimizer state)."""
+    init_from: str = ""
+    """Start from the weights of this run folder (its final model, else its newest checkpoint), with fresh optimiser,
+    schedule and data; the other settings (curriculum, lengths, lr) may differ, the parameter shapes may not."""
 
     def __post_init__(self) -> None:
         _require_finite(self, "")

@@ -36,8 +36,10 @@ from memtx.training import distributed
 from memtx.training.checkpoint import (
     MODEL_FILE,
     checkpoint_dirs,
+    initial_weights,
     latest_good_checkpoint,
     load_checkpoint,
+    load_weights,
     model_metadata,
     save_checkpoint,
     save_weights,
@@ -266,7 +268,10 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
 
 
 def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: Ranks) -> dict[str, Any]:
-    tokenizer = load_tokenizer(run_dir) if resume and ranks.is_main else None  # a resumed run keeps its words
+    init = initial_weights(Path(cfg.init_from)) if cfg.init_from else None
+    # a resumed run keeps its words; a run started from another one's weights takes that one's words
+    words_from = run_dir if resume else Path(cfg.init_from) if init is not None else None
+    tokenizer = load_tokenizer(words_from) if words_from is not None and ranks.is_main else None
     tokenizer = distributed.broadcast_object(tokenizer, ranks)
     streams, corpus, tokenizer = training_batches(cfg, tokenizer)  # fail on bad data before touching the folder
     cfg = resolve_vocab(cfg, tokenizer)
@@ -286,6 +291,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
         step, elapsed, skipped = int(trainer_state["step"]), float(trainer_state["elapsed"]), trainer_state["skipped"]
         streams.load_state_dict(trainer_state["streams"])
         state = memory_from_tensors({k: v[rows] for k, v in memory.items()}) if memory is not None else None
+    elif init is not None:
+        load_weights(model, init)  # on every rank (FSDP shards, it does not broadcast)
     _on_main(ranks, write_config, cfg, run_dir)  # only now: a resume that failed to load changed nothing
     if tokenizer is not None and ranks.is_main:
         tokenizer.save(run_dir / TOKENIZER_FILE)
@@ -297,7 +304,10 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
                 print(f"memtx: warning: no checkpoint yet in {run_dir}; starting it from step 0", file=sys.stderr)
             metrics.path.write_text("")
             data_info = corpus.info if corpus is not None else dataclasses.asdict(cfg.data)
-            metrics.write(step=0, event="start", params=model.num_parameters(), corpus=data_info, ranks=ranks.world)
+            start = {"init_from": str(init)} if init is not None else {}
+            metrics.write(
+                step=0, event="start", params=model.num_parameters(), corpus=data_info, ranks=ranks.world, **start
+            )
     net = distributed.wrap(StepLoss(model, cfg.segment_len, cfg.bptt_depth), model, ranks, cfg.parallel)
     params = list(model.parameters())
     optimizer = build_optimizer(params, cfg.optim)
