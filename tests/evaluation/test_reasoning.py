@@ -224,3 +224,45 @@ def test_memory_drift_reports_the_state_after_each_power_of_two(tmp_path, babi):
     for name, t in state.to_tensors().items():
         assert result["rows"][0]["norms"][name] == pytest.approx(float(t.flatten(1).norm(dim=1).mean()), abs=1e-4)
     assert result["rows"][0]["norms"]["armt.A.0"] < result["rows"][-1]["norms"]["armt.A.0"]  # writes accumulate
+
+
+def test_armt_capped_bounds_the_memory_and_restores_the_model():
+    """benchmarks/armt_capped.py: inside `capped`, no layer's A outgrows its cap; without it, it does."""
+    spec = importlib.util.spec_from_file_location(
+        "armt_capped", Path(__file__).parents[2] / "benchmarks/armt_capped.py"
+    )
+    capped_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capped_module)
+    from memtx.memory.associative import AssociativeLayer, AssociativeMemory
+
+    class Same(torch.nn.Module):
+        def forward(self, h, state, pos):
+            return h
+
+    torch.manual_seed(0)
+    memory = AssociativeMemory(n_layers=2, d_model=16, n_tokens=2, d_mem=4, n_heads=2)
+    for layer in memory.layers:
+        torch.nn.init.normal_(layer.v.weight)  # zero-initialised: the memory would stay empty
+    blocks, h = torch.nn.ModuleList([Same(), Same()]), torch.randn(3, 5, 16) * 4
+
+    def norms(state):
+        return [float(a.flatten(1).norm(dim=1).max()) for a in state.A]
+
+    def stream(segments):
+        state = None
+        with torch.no_grad():
+            for _ in range(segments):
+                _, state = memory.run(blocks, h, state, None)
+        return state
+
+    free = norms(stream(12))
+    caps = [n / 4 for n in norms(stream(3))]
+    assert all(f > c for f, c in zip(free, caps, strict=True))
+    write = AssociativeLayer.write
+    with capped_module.capped(caps):
+        assert all(n <= c * (1 + 1e-5) for n, c in zip(norms(stream(12)), caps, strict=True))
+    assert AssociativeLayer.write is write and norms(stream(12)) == free
+    drift = {"rows": [{"segments": 32, "norms": {"armt.A.1": 2.0, "armt.A.0": 1.0, "armt.z.0": 9.0}}]}
+    assert capped_module.layer_caps(drift, 32) == [1.0, 2.0]
+    with pytest.raises(SystemExit, match="no row at 8"):
+        capped_module.layer_caps(drift, 8)
