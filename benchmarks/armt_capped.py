@@ -33,24 +33,23 @@ def layer_caps(drift: dict, at: int) -> list[float]:
 
 @contextlib.contextmanager
 def capped(caps: list[float]):
-    """Within the block, every ARMT write rescales each row's A of layer i to a norm of at most caps[i]."""
-    write, run = associative.AssociativeLayer.write, associative.AssociativeMemory.run
-
-    def capped_write(self, w, A, z):
-        A, z = write(self, w, A, z)
-        norm = A.flatten(1).norm(dim=1).view(-1, *([1] * (A.dim() - 1)))
-        return A * (self.cap / norm.clamp_min(1e-12)).clamp(max=1.0), z
+    """Within the block, the state every ARMT segment hands on has each row's A of layer i rescaled to a norm of at
+    most caps[i] (A changes only at the segment's writes, so this caps every write)."""
+    run = associative.AssociativeMemory.run
 
     def capped_run(self, blocks, h, state, pos):
-        for layer, cap in zip(self.layers, caps, strict=True):
-            layer.cap = cap
-        return run(self, blocks, h, state, pos)
+        h, state = run(self, blocks, h, state, pos)
+        bounded = []
+        for a, cap in zip(state.A, caps, strict=True):
+            norm = a.flatten(1).norm(dim=1).view(-1, *([1] * (a.dim() - 1)))
+            bounded.append(a * (cap / norm.clamp_min(1e-12)).clamp(max=1.0))
+        return h, associative.AssociativeState(tuple(bounded), state.z)
 
-    associative.AssociativeLayer.write, associative.AssociativeMemory.run = capped_write, capped_run
+    associative.AssociativeMemory.run = capped_run
     try:
         yield
     finally:
-        associative.AssociativeLayer.write, associative.AssociativeMemory.run = write, run
+        associative.AssociativeMemory.run = run
 
 
 def main(argv: list[str] | None = None) -> int:

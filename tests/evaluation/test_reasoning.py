@@ -233,7 +233,7 @@ def test_armt_capped_bounds_the_memory_and_restores_the_model():
     )
     capped_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(capped_module)
-    from memtx.memory.associative import AssociativeLayer, AssociativeMemory
+    from memtx.memory.associative import AssociativeMemory
 
     class Same(torch.nn.Module):
         def forward(self, h, state, pos):
@@ -258,10 +258,10 @@ def test_armt_capped_bounds_the_memory_and_restores_the_model():
     free = norms(stream(12))
     caps = [n / 4 for n in norms(stream(3))]
     assert all(f > c for f, c in zip(free, caps, strict=True))
-    write = AssociativeLayer.write
+    run = AssociativeMemory.run
     with capped_module.capped(caps):
         assert all(n <= c * (1 + 1e-5) for n, c in zip(norms(stream(12)), caps, strict=True))
-    assert AssociativeLayer.write is write and norms(stream(12)) == free
+    assert AssociativeMemory.run is run and norms(stream(12)) == free
     drift = {"rows": [{"segments": 32, "norms": {"armt.A.1": 2.0, "armt.A.0": 1.0, "armt.z.0": 9.0}}]}
     assert capped_module.layer_caps(drift, 32) == [1.0, 2.0]
     with pytest.raises(SystemExit, match="no row at 8"):

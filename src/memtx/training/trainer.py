@@ -270,7 +270,7 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = 
 def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: Ranks) -> dict[str, Any]:
     init = initial_weights(Path(cfg.init_from)) if cfg.init_from else None
     # a resumed run keeps its words; a run started from another one's weights takes that one's words
-    words_from = run_dir if resume else Path(cfg.init_from) if init is not None else None
+    words_from = run_dir if resume else Path(cfg.init_from) if cfg.init_from else None
     tokenizer = load_tokenizer(words_from) if words_from is not None and ranks.is_main else None
     tokenizer = distributed.broadcast_object(tokenizer, ranks)
     streams, corpus, tokenizer = training_batches(cfg, tokenizer)  # fail on bad data before touching the folder
