@@ -1,11 +1,13 @@
-"""Does bounding ARMT's memory recover the long BABILong cells? A diagnostic for the drift memory_drift.py shows.
+"""Run the BABILong sweep with ARMT's norm bound set by hand: from a drift JSON (runs saved before the bound was
+recorded in training), or off (the same model uncapped, to see what the bound does).
 
-Caps every layer's associative matrix A, per row, at the norm it had after --at segments (a row of a
-`benchmarks/memory_drift.py` JSON of the same run), then runs `memtx babilong` with the remaining arguments:
+ARMT caps each row of every layer's associative matrix A at a per-layer norm after each write, in evaluation
+(``memory/associative.py``; recorded in training). This sets that bound, for every model loaded, to the norm a
+`benchmarks/memory_drift.py` JSON of the same run shows after --at segments, or to 0 (no cap), then runs
+`memtx babilong` with the remaining arguments:
 
     python benchmarks/armt_capped.py DRIFT_JSON --at 32 -- RUN_DIR --tasks qa1 --lengths 128k --samples 25
-
-The cap is applied after each write (a rescale, no other change), so below it the model runs as trained.
+    python benchmarks/armt_capped.py --off -- RUN_DIR --tasks qa1 --lengths 128k --samples 25
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import contextlib
 import json
 import sys
 
+import torch
+
 from memtx.cli import main as memtx_main
-from memtx.memory import associative
+from memtx.memory.associative import AssociativeMemory
 
 
 def layer_caps(drift: dict, at: int) -> list[float]:
@@ -32,42 +36,44 @@ def layer_caps(drift: dict, at: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def capped(caps: list[float]):
-    """Within the block, the state every ARMT segment hands on has each row's A of layer i rescaled to a norm of at
-    most caps[i] (A changes only at the segment's writes, so this caps every write)."""
-    run = associative.AssociativeMemory.run
+def bound(caps: list[float] | None):
+    """Within the block, every ARMT memory loaded from weights gets the norm bound caps[i] for layer i (None: 0 for
+    every layer, no cap) in place of the one saved with it."""
+    load = AssociativeMemory._load_from_state_dict
 
-    def capped_run(self, blocks, h, state, pos):
-        h, state = run(self, blocks, h, state, pos)
-        bounded = []
-        for a, cap in zip(state.A, caps, strict=True):
-            norm = a.flatten(1).norm(dim=1).view(-1, *([1] * (a.dim() - 1)))
-            bounded.append(a * (cap / norm.clamp_min(1e-12)).clamp(max=1.0))
-        return h, associative.AssociativeState(tuple(bounded), state.z)
+    def load_then_set(self, *args, **kwargs):
+        load(self, *args, **kwargs)
+        with torch.no_grad():
+            self.norm_bound.copy_(torch.tensor(caps) if caps is not None else 0.0)
 
-    associative.AssociativeMemory.run = capped_run
+    AssociativeMemory._load_from_state_dict = load_then_set
     try:
         yield
     finally:
-        associative.AssociativeMemory.run = run
+        AssociativeMemory._load_from_state_dict = load
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours, rest = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("drift_json")
-    parser.add_argument("--at", type=int, required=True, help="segments (a row of the drift JSON) whose norms cap A")
+    parser.add_argument("drift_json", nargs="?", help="a memory_drift.py JSON of the run whose norms cap A")
+    parser.add_argument("--at", type=int, help="segments (a row of the drift JSON) whose norms cap A")
+    parser.add_argument("--off", action="store_true", help="no cap: run the model as if no bound were recorded")
     args = parser.parse_args(ours)
-    try:
-        with open(args.drift_json) as f:
-            caps = layer_caps(json.load(f), args.at)
-    except (OSError, ValueError) as e:
-        raise SystemExit(
-            f"armt_capped: error: cannot read {args.drift_json} ({e}): pass a memory_drift.py JSON"
-        ) from None
-    print(f"caps of A per layer (after {args.at} segments): {caps}", file=sys.stderr)
-    with capped(caps):
+    if args.off == (args.drift_json is not None) or (args.drift_json is not None) != (args.at is not None):
+        parser.error("pass either DRIFT_JSON --at N, or --off")
+    caps = None
+    if not args.off:
+        try:
+            with open(args.drift_json) as f:
+                caps = layer_caps(json.load(f), args.at)
+        except (OSError, ValueError) as e:
+            raise SystemExit(
+                f"armt_capped: error: cannot read {args.drift_json} ({e}): pass a memory_drift.py JSON"
+            ) from None
+    print(f"bound of A per layer: {caps if caps is not None else 'none'}", file=sys.stderr)
+    with bound(caps):
         return memtx_main(["babilong", *rest])
 
 

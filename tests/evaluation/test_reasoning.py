@@ -226,8 +226,9 @@ def test_memory_drift_reports_the_state_after_each_power_of_two(tmp_path, babi):
     assert result["rows"][0]["norms"]["armt.A.0"] < result["rows"][-1]["norms"]["armt.A.0"]  # writes accumulate
 
 
-def test_armt_capped_bounds_the_memory_and_restores_the_model():
-    """benchmarks/armt_capped.py: inside `capped`, no layer's A outgrows its cap; without it, it does."""
+def test_armt_capped_sets_the_bound_of_every_loaded_model_and_restores_loading():
+    """benchmarks/armt_capped.py: inside `bound(caps)`, a loaded model's A never outgrows caps; inside
+    `bound(None)` it runs uncapped; outside, loading keeps the saved bound."""
     spec = importlib.util.spec_from_file_location(
         "armt_capped", Path(__file__).parents[2] / "benchmarks/armt_capped.py"
     )
@@ -240,10 +241,11 @@ def test_armt_capped_bounds_the_memory_and_restores_the_model():
             return h
 
     torch.manual_seed(0)
-    memory = AssociativeMemory(n_layers=2, d_model=16, n_tokens=2, d_mem=4, n_heads=2)
+    memory = AssociativeMemory(n_layers=2, d_model=16, n_tokens=2, d_mem=4, n_heads=2).eval()
     for layer in memory.layers:
         torch.nn.init.normal_(layer.v.weight)  # zero-initialised: the memory would stay empty
     blocks, h = torch.nn.ModuleList([Same(), Same()]), torch.randn(3, 5, 16) * 4
+    saved = {**memory.state_dict(), "norm_bound": torch.tensor([1e-3, 1e-3])}
 
     def norms(state):
         return [float(a.flatten(1).norm(dim=1).max()) for a in state.A]
@@ -255,13 +257,17 @@ def test_armt_capped_bounds_the_memory_and_restores_the_model():
                 _, state = memory.run(blocks, h, state, None)
         return state
 
-    free = norms(stream(12))
+    free = norms(stream(12))  # nothing recorded: no cap
     caps = [n / 4 for n in norms(stream(3))]
     assert all(f > c for f, c in zip(free, caps, strict=True))
-    run = AssociativeMemory.run
-    with capped_module.capped(caps):
+    with capped_module.bound(caps):
+        memory.load_state_dict(saved)
         assert all(n <= c * (1 + 1e-5) for n, c in zip(norms(stream(12)), caps, strict=True))
-    assert AssociativeMemory.run is run and norms(stream(12)) == free
+    with capped_module.bound(None):
+        memory.load_state_dict(saved)
+        assert norms(stream(12)) == free
+    memory.load_state_dict(saved)
+    assert torch.equal(memory.norm_bound, saved["norm_bound"])
     drift = {"rows": [{"segments": 32, "norms": {"armt.A.1": 2.0, "armt.A.0": 1.0, "armt.z.0": 9.0}}]}
     assert capped_module.layer_caps(drift, 32) == [1.0, 2.0]
     with pytest.raises(SystemExit, match="no row at 8"):

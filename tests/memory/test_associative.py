@@ -69,3 +69,69 @@ def test_memory_state_shapes_and_constant_size():
     mem = AssociativeMemory(n_layers=3, d_model=16, n_tokens=4, d_mem=8, n_heads=2)
     s = mem.initial_state(5, torch.zeros(1))
     assert len(s.A) == 3 and s.A[0].shape == (5, 2, 24, 8) and s.z[0].shape == (5, 2, 24)
+
+
+class _Block(torch.nn.Module):
+    """A stand-in layer with the blocks' call signature."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.lin = torch.nn.Linear(d, d)
+
+    def forward(self, h, mask, pos):
+        return h + torch.tanh(self.lin(h))
+
+
+def _memory_and_blocks(n_layers=2, d=16):
+    torch.manual_seed(0)
+    mem = AssociativeMemory(n_layers=n_layers, d_model=d, n_tokens=4, d_mem=8, n_heads=2)
+    for layer in mem.layers:
+        torch.nn.init.normal_(layer.v.weight)  # zero at init: A would stay zero
+    return mem, torch.nn.ModuleList(_Block(d) for _ in range(n_layers))
+
+
+def _row_norms(state):
+    return torch.stack([a.flatten(1).norm(dim=1) for a in state.A])  # layers, B
+
+
+def test_norm_bound_is_recorded_in_training_and_caps_a_in_evaluation(tmp_path):
+    from memtx.memory.associative import BOUND_DECAY
+    from memtx.training.checkpoint import load_weights, save_weights
+
+    mem, blocks = _memory_and_blocks()
+    h, pos = torch.randn(3, 5, 16), torch.arange(5)
+    state, expected = None, torch.zeros(2)
+    for _ in range(3):  # training: the bound follows the leaky running max of every write's row norms
+        _, state = mem.run(blocks, h, state, pos)
+        expected = torch.maximum(_row_norms(state).max(dim=1).values, expected * BOUND_DECAY)
+    assert torch.allclose(mem.norm_bound, expected) and (expected > 0).all()
+
+    def stream(segments):
+        state, norms, outs = None, [], []
+        with torch.no_grad():
+            for _ in range(segments):
+                out, state = mem.run(blocks, h, state, pos)
+                norms.append(_row_norms(state))
+                outs.append(out)
+        return torch.stack(norms), outs  # segments, layers, B
+
+    mem.eval()
+    capped, capped_out = stream(40)
+    bound = mem.norm_bound.clone()
+    assert (capped <= bound.view(1, -1, 1) * (1 + 1e-5)).all()
+    mem.norm_bound.zero_()  # no bound: A outgrows it, and where it stays below, the cap changed nothing
+    free, free_out = stream(40)
+    assert (free.amax(dim=(0, 2)) > 2 * bound).all()
+    below = int((free.amax(dim=(1, 2)) <= bound.min()).sum())  # leading segments whose A stayed below every bound
+    assert below >= 1 and all(torch.equal(a, b) for a, b in zip(capped_out[: below + 1], free_out[: below + 1]))
+
+    # saved with the weights; a file from before the bound existed loads with none (0: no cap)
+    mem.norm_bound.copy_(bound)
+    save_weights(mem.state_dict(), tmp_path / "new.safetensors")
+    old = {k: v for k, v in mem.state_dict().items() if k != "norm_bound"}
+    save_weights(old, tmp_path / "old.safetensors")
+    fresh, _ = _memory_and_blocks()
+    load_weights(fresh, tmp_path / "new.safetensors")
+    assert torch.equal(fresh.norm_bound, bound)
+    load_weights(fresh, tmp_path / "old.safetensors")
+    assert torch.equal(fresh.norm_bound, torch.zeros(2))

@@ -15,6 +15,14 @@ All M write tokens use the A and z of the start of the segment (the official upd
 slow twin in ``memory/reference.py`` loops over rows, heads and tokens. The first segment is not special-cased:
 from the zero state a read is exactly 0 and v̄ = 0. W_v starts at zero, as in the official code, so a new model
 reads nothing until it learns to write.
+
+Norm bound (ours, not the paper's): A grows with every write, and past the segment counts a model trained on its
+norm keeps growing, feeding the layers reads far larger than any seen in training (``benchmarks/memory_drift.py``).
+So in training each layer records the largest per-row norm its A reaches (a running max that forgets with a
+half-life of ~700 writes, so the early steps do not set it), saved with the weights; in evaluation every write is
+followed by rescaling each row's A to at most that norm. Within the trained lengths this is (near) a no-op; past
+them the memory stays in its trained range. A bound of 0 (a new model, or a run saved before the bound existed)
+caps nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 NU = 3  # DPFP order
 EPS = 1e-5  # as in the official code
+BOUND_DECAY = 0.999  # per training write: the recorded bound forgets with a half-life of ~700 writes
 
 
 def dpfp(x: Tensor, nu: int = NU) -> Tensor:
@@ -110,6 +120,27 @@ class AssociativeMemory(nn.Module):
         self.key_dim, self.value_dim = 2 * NU * d_mem // n_heads, d_model // n_heads
         self.write_tokens = nn.Parameter(torch.randn(n_tokens, d_model))  # M, D
         self.layers = nn.ModuleList(AssociativeLayer(d_model, d_mem, n_heads) for _ in range(n_layers))
+        self.register_buffer("norm_bound", torch.zeros(n_layers))  # per layer; 0: nothing recorded, no cap
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # runs saved before the bound existed load with none (0: no cap), as they ran
+        state_dict.setdefault(prefix + "norm_bound", torch.zeros_like(self.norm_bound))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def bounded(self, A: list[Tensor]) -> tuple[Tensor, ...]:
+        """Every layer's A after a write: in training, record its largest row norm (the largest over all ranks, so
+        they agree); in evaluation, cap each row's norm at the recorded bound."""
+        norms = torch.stack([a.detach().flatten(1).norm(dim=1) for a in A])  # layers, B
+        if self.training:
+            with torch.no_grad():
+                top = norms.amax(dim=1)
+                if dist.is_initialized() and dist.get_world_size() > 1:
+                    dist.all_reduce(top, op=dist.ReduceOp.MAX)
+                self.norm_bound.copy_(torch.maximum(top, self.norm_bound * BOUND_DECAY))
+            return tuple(A)
+        bound = self.norm_bound.unsqueeze(1)
+        scale = torch.where(bound > 0, (bound / norms.clamp_min(1e-12)).clamp(max=1.0), 1.0)  # layers, B
+        return tuple(a * s.view(-1, *([1] * (a.dim() - 1))) for a, s in zip(A, scale, strict=True))
 
     def initial_state(self, batch_size: int, like: Tensor) -> AssociativeState:
         a = like.new_zeros(batch_size, self.n_heads, self.key_dim, self.value_dim)
@@ -129,4 +160,4 @@ class AssociativeMemory(nn.Module):
             a, z = layer.write(h[:, -m:], a, z)
             next_a.append(a)
             next_z.append(z)
-        return h[:, :-m], AssociativeState(tuple(next_a), tuple(next_z))
+        return h[:, :-m], AssociativeState(self.bounded(next_a), tuple(next_z))

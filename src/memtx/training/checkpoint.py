@@ -79,22 +79,22 @@ def load_weights(model: nn.Module, path: Path) -> None:
     """Load weights, refusing files saved for another architecture with a one-line reason."""
     tensors = read_tensors(path)
     own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
     shaped = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or shaped:
+    # load_state_dict reports missing keys after the modules' own defaults for keys added later
+    # (AssociativeMemory.norm_bound); shapes are checked first, as it raises on those
+    result = None if shaped else model.load_state_dict(tensors, strict=False)
+    if shaped or result.missing_keys or result.unexpected_keys:
         what = (
-            f"missing {missing[0]}"
-            if missing
-            else f"unexpected {unexpected[0]}"
-            if unexpected
-            else f"{shaped[0]} is {tuple(tensors[shaped[0]].shape)}, expected {tuple(own[shaped[0]].shape)}"
+            f"{shaped[0]} is {tuple(tensors[shaped[0]].shape)}, expected {tuple(own[shaped[0]].shape)}"
+            if shaped
+            else f"missing {sorted(result.missing_keys)[0]}"
+            if result.missing_keys
+            else f"unexpected {sorted(result.unexpected_keys)[0]}"
         )
         raise CheckpointError(
             f"{path} holds weights of another architecture ({what}): use it with the config.json it was "
             "trained with, or start a new run folder"
         )
-    model.load_state_dict(tensors)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
