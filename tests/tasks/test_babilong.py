@@ -7,7 +7,6 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
-import torch
 
 from memtx.errors import ConfigError, DataError
 from memtx.tasks.babilong import (
@@ -15,7 +14,6 @@ from memtx.tasks.babilong import (
     TASK_LABELS,
     Babilong,
     NoiseBooks,
-    last_label,
     load_babi,
     parse_babi,
     parse_length,
@@ -328,41 +326,3 @@ def test_shared_gutenberg_sample():
     s = next(g.samples("16k", seed=0))
     assert 16_000 - 1000 < s.length <= 16_000 and "Gutenberg" not in s.context()
     assert [c[:-1] for c in s.chunks() if c[:-1] in s.facts] == list(s.facts)
-
-
-def test_last_label_is_the_label_mentioned_last():
-    facts = ("Mary went to the garden.", "John moved to the office.", "Mary is in the bathroom. No, the kitchen.")
-    assert last_label("qa1", facts) == "kitchen"
-    assert last_label("qa1", facts[:2]) == "office" and last_label("qa1", ("Mary left.",)) is None
-    assert last_label("qa1", ("The officers went to the gardens.",)) is None  # whole words only
-
-
-@needs_shared
-def test_shortcut_keep_thins_the_rows_the_last_mentioned_room_answers(monkeypatch):
-    """shortcut_keep=0.25 keeps a quarter of the questions whose answer is the room their facts mention last (the
-    shortcut); 1 (the default) draws exactly the rows it always drew."""
-    from memtx.tasks.babilong_batches import BabilongBatches
-
-    drawn, sample = [], Babilong.sample
-
-    def spy(self, index, *args, **kwargs):
-        out = sample(self, index, *args, **kwargs)
-        if out is not None:  # the row's question (without inline questions, one per row)
-            drawn.append(self.questions[index])
-        return out
-
-    monkeypatch.setattr(Babilong, "sample", spy)
-    kw = dict(babi_dir=SHARED / "babi", noise_dir=SHARED / "gutenberg")
-
-    def shortcut_share(keep):
-        drawn.clear()
-        batch = BabilongBatches(("qa1",), 400, 128, seed=0, shortcut_keep=keep, **kw).next_batch(2)
-        assert len(drawn) == 400
-        return sum(last_label("qa1", q.facts) == q.answer for q in drawn) / 400, batch
-
-    share, batch = shortcut_share(1.0)
-    thinned, _ = shortcut_share(0.25)
-    expected = share / 4 / (share / 4 + 1 - share)  # a quarter of the shortcut rows kept
-    assert share > 0.4 and abs(thinned - expected) < 0.06, (share, thinned, expected)
-    default = BabilongBatches(("qa1",), 400, 128, seed=0, **kw).next_batch(2)
-    assert torch.equal(batch.x, default.x) and torch.equal(batch.y, default.y)

@@ -49,7 +49,6 @@ def test_model_config_builds_or_refuses_clearly(**kw):
             "--max-time",
             "--model.dropout",
             "--segment-len",
-            "--data.shortcut-keep",
         ]
     ),  # fmt: skip
     value=st.one_of(st.integers(-3, 3000).map(str), st.floats(-1, 5).map(str), st.text(max_size=4)),

@@ -312,13 +312,6 @@ def _mentioned(labels: frozenset[str], text: str) -> set[str]:
     return {label for label in labels if re.search(rf"(?<!\w){re.escape(label)}(?!\w)", text)}
 
 
-def last_label(task: str | int, facts: tuple[str, ...]) -> str | None:
-    """The answer label the facts mention last (the "answer the room mentioned last" shortcut); None if none."""
-    labels, text = TASK_LABELS[task_name(task)], " ".join(facts).lower()
-    found = [(m.start(), label) for label in labels for m in re.finditer(rf"(?<!\w){re.escape(label)}(?!\w)", text)]
-    return max(found)[1] if found else None
-
-
 def score(prediction: str, answer: str, task: str | int | None = None, question: str = "") -> bool:
     """True if ``prediction`` answers correctly: an exact match, or (given ``task``) BABILong's label rule."""
     if exact_match(prediction, answer):

@@ -9,9 +9,7 @@ were the answer right-aligned instead, the cue's position in the segment would t
 for qa1's rooms) and a model learns that shortcut, which fails at evaluation. Only the answer and its newline are
 targets (cut at the row end if longer than ``ANSWER_ROOM``); with ``inline_questions`` the story's earlier
 questions also appear in the context, each right after the statements bAbI asks it after and in the same layout,
-and their answers are targets too. With ``shortcut_keep`` < 1, a question whose answer is the label its
-facts mention last (right for 53% of qa1's questions: the shortcut a small model learns first) is kept only with
-that probability, so the rest of the rows make the model bind. Batch k is a pure function of (seed, k), so resumed
+and their answers are targets too. Batch k is a pure function of (seed, k), so resumed
 runs see the same batches. Train samples use bAbI train stories and the train books; evaluation the test stories
 and the test books.
 """
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 
 from memtx.errors import ConfigError, DataError
-from memtx.tasks.babilong import SEP, Babilong, BabiQuestion, last_label
+from memtx.tasks.babilong import SEP, Babilong, BabiQuestion
 from memtx.tasks.synthetic import IGNORE_INDEX, TaskBatch
 
 PAD = 0
@@ -71,10 +69,9 @@ class BabilongBatches:
         noise_dir: str | None = None,
         variant: str = "en",
         inline_questions: bool = False,
-        shortcut_keep: float = 1.0,
     ) -> None:
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
-        self.inline_questions, self.shortcut_keep = inline_questions, shortcut_keep
+        self.inline_questions = inline_questions
         self.babi_dir, self.noise_dir, self.variant = babi_dir, noise_dir, variant
         self.index = 0
         _ = self.generators  # fail on missing bAbI files now
@@ -100,12 +97,6 @@ class BabilongBatches:
             gen = self.generators[int(rng.integers(len(self.generators)))]
             index = int(rng.integers(len(gen.questions)))
             q = gen.questions[index]
-            if (
-                self.shortcut_keep < 1
-                and last_label(gen.task, q.facts) == q.answer
-                and rng.random() >= self.shortcut_keep
-            ):
-                continue  # the last label its facts mention answers it: keep only shortcut_keep of these
             cue = prompt_suffix(q.question).encode()
             room = n - ANSWER_ROOM - len(cue)  # context bytes: the cue's last byte is x[n - ANSWER_ROOM - 1]
             if room < 0:

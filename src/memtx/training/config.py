@@ -37,10 +37,6 @@ class DataConfig:
     inline_questions: bool = False
     """babilong training: also ask the story's earlier questions where bAbI asks them, each followed by its answer
     (scored like the final one): up to 5x the answer targets per row for qa1. Evaluation is unchanged."""
-    shortcut_keep: float = 1.0
-    """babilong training: the probability of keeping a question whose answer is the label its facts mention last
-    (qa1: the room mentioned last, right for 53% of the questions); below 1, fewer rows reward that shortcut.
-    Evaluation is unchanged."""
     babi_dir: str | None = None
     """babilong: the bAbI v1.2 folder (None = shared/data/babi found above the working directory)."""
     noise_dir: str | None = None
@@ -60,8 +56,6 @@ class DataConfig:
             raise ConfigError(f"data.tokens must be bytes or words, got {self.tokens!r}")
         if self.max_vocab < 0 or self.max_vocab == 1:
             raise ConfigError(f"data.max_vocab must be 0 (all) or >= 2, got {self.max_vocab}")
-        if not 0 < self.shortcut_keep <= 1:
-            raise ConfigError(f"data.shortcut_keep must be in (0, 1], got {self.shortcut_keep}")
         if self.symbols < 2 or self.pairs < 1:
             raise ConfigError("data.symbols must be >= 2 and data.pairs >= 1")
 

@@ -92,7 +92,6 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | None = None):
                 d.noise_dir,
                 d.babi_variant,
                 inline_questions=d.inline_questions,
-                shortcut_keep=d.shortcut_keep,
             ),
             None,
             None,
