@@ -272,3 +272,14 @@ def test_armt_capped_sets_the_bound_of_every_loaded_model_and_restores_loading()
     assert capped_module.layer_caps(drift, 32) == [1.0, 2.0]
     with pytest.raises(SystemExit, match="no row at 8"):
         capped_module.layer_caps(drift, 8)
+
+
+def test_shortcut_split_finds_the_room_mentioned_last():
+    spec = importlib.util.spec_from_file_location(
+        "shortcut_split", Path(__file__).parents[2] / "benchmarks/shortcut_split.py"
+    )
+    split = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(split)
+    facts = ("Mary went to the garden.", "John moved to the office.", "Mary is in the bathroom, not the kitchen.")
+    assert split.last_room(facts) == "kitchen" and split.last_room(facts[:2]) == "office"
+    assert split.last_room(("The officers left the gardens.",)) is None  # whole words only

@@ -1,0 +1,49 @@
+"""How much of a BABILong qa1 model's accuracy is the "answer the room mentioned last" shortcut: accuracy on the
+test questions that shortcut answers right, and on the others (binding people to rooms).
+
+    python benchmarks/shortcut_split.py RUN_DIR --length 0k --samples 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import torch
+
+from memtx.evaluation.reasoning import answers
+from memtx.tasks.babilong import TASK_LABELS, Babilong
+from memtx.training.checkpoint import load_run
+
+
+def last_room(facts: tuple[str, ...]) -> str | None:
+    text = " ".join(facts)
+    found = [(m.start(), r) for r in TASK_LABELS["qa1"] for m in re.finditer(rf"\b{r}\b", text)]
+    return max(found)[1] if found else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--length", default="0k")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=25)
+    a = parser.parse_args(argv)
+    cfg, model = load_run(a.run_dir)
+    samples = list(Babilong("qa1", "test").samples(a.length, a.samples, seed=0))
+    split = {"shortcut_right": [0, 0], "shortcut_wrong": [0, 0]}
+    with torch.no_grad():
+        for i in range(0, len(samples), a.batch_size):
+            batch = samples[i : i + a.batch_size]
+            for s, predicted in zip(batch, answers(model, batch, cfg.segment_len), strict=True):
+                cell = split["shortcut_right" if last_room(s.facts) == s.answer else "shortcut_wrong"]
+                cell[0] += s.score(predicted)
+                cell[1] += 1
+    out = {"run_dir": a.run_dir, "length": a.length, "samples": len(samples)}
+    out.update({k: {"correct": c, "n": n, "accuracy": round(c / max(n, 1), 3)} for k, (c, n) in split.items()})
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
