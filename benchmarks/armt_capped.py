@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at", type=int, help="segments (a row of the drift JSON) whose norms cap A")
     parser.add_argument("--off", action="store_true", help="no cap: run the model as if no bound were recorded")
     args = parser.parse_args(ours)
-    if args.off == (args.drift_json is not None) or (args.drift_json is not None) != (args.at is not None):
+    from_drift = args.drift_json is not None
+    if args.off == from_drift or from_drift != (args.at is not None):
         parser.error("pass either DRIFT_JSON --at N, or --off")
     caps = None
     if not args.off:
