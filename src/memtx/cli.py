@@ -221,6 +221,15 @@ def read_chunks(path: str, max_bytes: int = 0, size: int = 1 << 20):
             yield chunk
 
 
+def _lm_tokenizer(tokenizer, run_dir: str):
+    """A run's word tokenizer (None: bytes); a BABILong BPE run's tokens are scored by ``memtx babilong``."""
+    from memtx.data.bpe import BpeTokenizer
+
+    if isinstance(tokenizer, BpeTokenizer):
+        raise ConfigError(f"{run_dir} reads BPE tokens of bAbI stories: score it with memtx babilong {run_dir}")
+    return tokenizer
+
+
 def _evaluate(argv: list[str]) -> int:
     from memtx.data import load_corpus
     from memtx.evaluation.language_modeling import evaluate_lm, evaluate_stream
@@ -238,7 +247,7 @@ def _evaluate(argv: list[str]) -> int:
     cfg, model = load_run(cmd.run_dir)
     if cfg.data.task != "lm" and cmd.input is None:
         return _evaluate_task(cmd, cfg, model)
-    tokenizer = load_tokenizer(cmd.run_dir)
+    tokenizer = _lm_tokenizer(load_tokenizer(cmd.run_dir), cmd.run_dir)
     if tokenizer is not None:
         return _evaluate_words(cmd, cfg, model, tokenizer)
     if cmd.input is not None:
@@ -288,9 +297,9 @@ def _evaluate_words(cmd: EvaluateCommand, cfg: RunConfig, model, tokenizer) -> i
 def _evaluate_task(cmd: EvaluateCommand, cfg: RunConfig, model) -> int:
     from memtx.evaluation.tasks import evaluate_task
     from memtx.tasks.synthetic import check_task
-    from memtx.training.trainer import training_batches
+    from memtx.training.trainer import load_tokenizer, training_batches
 
-    batches, _, _ = training_batches(cfg)
+    batches, _, _ = training_batches(cfg, load_tokenizer(cmd.run_dir))
     n_segments = cmd.segments or cfg.final_segments
 
     check_task(cfg.data.task, cfg.data.symbols, cfg.data.pairs, n_segments, cfg.segment_len)
@@ -317,7 +326,7 @@ def _generate(argv: list[str]) -> int:
     if cmd.length < 0:
         raise ConfigError(f"--length must be >= 0, got {cmd.length}")
     cfg, model = load_run(cmd.run_dir)
-    tokenizer = load_tokenizer(cmd.run_dir)
+    tokenizer = _lm_tokenizer(load_tokenizer(cmd.run_dir), cmd.run_dir)
     if cmd.input is not None:
         return _generate_from_input(cmd, cfg, model, tokenizer)
     prompt = cmd.prompt.encode("utf-8", "surrogateescape")  # the raw bytes the shell passed, valid UTF-8 or not
@@ -380,7 +389,7 @@ def _babilong(argv: list[str]) -> int:
     from memtx.evaluation.reasoning import evaluate_babilong, plot_heatmap
     from memtx.tasks.babilong import parse_length, task_name
     from memtx.training.checkpoint import load_run
-    from memtx.training.trainer import load_tokenizer
+    from memtx.training.trainer import TOKENIZER_FILE, load_tokenizer
 
     cmd = _parse(
         lambda: tyro.cli(BabilongCommand, prog="memtx babilong", args=argv, description="BABILong accuracy table."),
@@ -401,18 +410,25 @@ def _babilong(argv: list[str]) -> int:
             "--tasks and --lengths must name at least one cell, --samples be one count >= 1 or one per length, "
             "--batch-size >= 1: e.g. --tasks qa1 --lengths 1k,16k --samples 100,25"
         )
+    from memtx.data.bpe import BpeTokenizer
+    from memtx.data.char import BYTES
+
     cfg, model = load_run(cmd.run_dir)
-    if load_tokenizer(cmd.run_dir) is not None or cfg.model.vocab_size != 256:
-        raise ConfigError(f"{cmd.run_dir} is not a byte-level run: BABILong samples are scored in bytes")
+    codec = load_tokenizer(cmd.run_dir) or BYTES
+    if cfg.data.tokens == "bpe" and not isinstance(codec, BpeTokenizer):
+        raise DataError(f"{cmd.run_dir} has no BPE {TOKENIZER_FILE}: restore it from the run's original folder")
+    if codec.vocab_size != cfg.model.vocab_size or (cfg.data.tokens != "bpe" and codec is not BYTES):
+        raise ConfigError(f"{cmd.run_dir} reads neither bytes nor BPE tokens: BABILong is scored in those")
     out = Path(cmd.out) if cmd.out else _free_path(Path(cmd.run_dir) / "babilong.json")
     result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "samples": counts, "seed": cmd.seed, "rows": []}
     cells = evaluate_babilong(model, cfg.segment_len, tasks, lengths, counts, cmd.seed, cmd.babi_dir, cmd.noise_dir,
-                              cmd.progress, cmd.batch_size)  # fmt: skip
+                              cmd.progress, cmd.batch_size, codec)  # fmt: skip
     for row in cells:  # the table is rewritten after each cell, so a long sweep keeps what it has done
         result["rows"].append(row)
         out.write_text(json.dumps(result, indent=1) + "\n")
     rows = result["rows"]
-    png = plot_heatmap(rows, out.with_suffix(".png"), f"BABILong accuracy: {Path(cmd.run_dir).name}")
+    unit = "BPE tokens" if codec is not BYTES else "tokens = bytes"
+    png = plot_heatmap(rows, out.with_suffix(".png"), f"BABILong accuracy: {Path(cmd.run_dir).name}", unit)
     print(f"{'task':6} {'length':>7} {'accuracy':>9}  {'95% interval':>15} {'n':>5} {'peak MB':>8}")
     for r in rows:
         low, high = r["ci95"]

@@ -12,6 +12,8 @@ import torch
 from helpers import tiny_run
 
 from memtx.cli import main
+from memtx.data.bpe import BpeTokenizer
+from memtx.errors import ConfigError
 from memtx.evaluation.reasoning import prompt_chunks, prompt_rows, wilson
 from memtx.models.config import ModelConfig
 from memtx.tasks.babilong import Babilong, parse_babi
@@ -23,7 +25,7 @@ from memtx.tasks.babilong_batches import (
     prompt_suffix,
     with_inline,
 )
-from memtx.training.config import DataConfig
+from memtx.training.config import DataConfig, RunConfig
 from memtx.training.trainer import train
 
 _spec = importlib.util.spec_from_file_location("babilong_data", Path(__file__).parents[1] / "tasks/test_babilong.py")
@@ -283,3 +285,58 @@ def test_shortcut_split_finds_the_room_mentioned_last():
     facts = ("Mary went to the garden.", "John moved to the office.", "Mary is in the bathroom, not the kitchen.")
     assert split.last_room(facts) == "kitchen" and split.last_room(facts[:2]) == "office"
     assert split.last_room(("The officers left the gardens.",)) is None  # whole words only
+
+
+def test_bpe_rows_and_prompts_count_in_tokens(tmp_path, babi):
+    """BPE runs lay rows out as bytes runs do, counted in BPE tokens: the cue ends ANSWER_ROOM tokens before the
+    row's end, every scored span is an answer + newline after "\nA: ", and a sample's length is exact in tokens."""
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    batches = BabilongBatches(("qa1",), 8, 64, seed=1, babi_dir=str(folder.parent), noise_dir=babi[1],
+                              inline_questions=True)  # fmt: skip
+    bpe = BpeTokenizer.train(batches.texts(), 400)
+    batches.set_codec(bpe)
+    assert len(bpe.encode("Sandra moved to the garden. ")) == 11  # the story's words are single tokens
+    b = batches.next_batch(segments=3)
+    assert b.x.shape == (8, 192)
+    for x, y in zip(b.x, b.y, strict=True):
+        scored = (y != -100).nonzero().flatten().tolist()
+        assert scored[-2:] == [192 - ANSWER_ROOM - 1, 192 - ANSWER_ROOM]  # the final answer's token and newline
+        for i in range(0, len(scored), 2):
+            assert scored[i + 1] == scored[i] + 1 and bpe.decode(y[scored[i + 1]].view(1).tolist()) == "\n"
+            assert bpe.decode(y[scored[i]].view(1).tolist()) in ("bathroom", "hallway", "office")
+            assert bpe.decode(x[: scored[i] + 1].tolist()).endswith("?\nA: ")
+        assert "\nQ: Where is" in bpe.decode(x.tolist()) and "story" in bpe.decode(x.tolist())
+    gen = Babilong("qa1", "test", babi_dir=babi[0], noise_dir=babi[1], count_tokens=bpe.count)
+    samples = list(gen.samples("300", 3, seed=2))
+    assert all(len(bpe.encode(s.context())) == s.length <= 300 for s in samples)
+    rows = [[i for chunk in row for i in chunk] for row in prompt_rows(samples, 64, bpe)]
+    assert (len(rows[0]) + ANSWER_ROOM) % 64 == 0 and len({len(r) for r in rows}) == 1
+    assert [bpe.decode(r) for r in rows] == [s.context() + prompt_suffix(s.question) for s in samples]
+
+
+def test_bpe_run_trains_saves_its_tokenizer_and_sweeps(tmp_path, babi, capsys):
+    cfg = tiny_run("unused", max_steps=2, segment_len=64, unroll=3, eval_samples=2)
+    cfg = replace(
+        cfg,
+        model=ModelConfig(vocab_size=0, n_layers=1, d_model=16, n_heads=2, n_persistent=2, span=80, memory="rmt",
+                          mem_tokens=2),
+        data=DataConfig(task="babilong", babi_dir=babi[0], noise_dir=babi[1], tokens="bpe", max_vocab=300),
+    )  # fmt: skip
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    bpe = BpeTokenizer.load(run / "tokenizer.json")
+    assert 258 <= bpe.vocab_size <= 300 and RunConfig.load(run).model.vocab_size == bpe.vocab_size
+    argv = ["babilong", str(run), "--lengths", "0k,200", "--samples", "3", "--batch-size", "2",
+            "--babi-dir", babi[0], "--noise-dir", babi[1], "--json", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["length"], r["samples"]) for r in result["rows"]] == [("0k", 3), ("200", 3)]
+    assert main(["generate", str(run), "--length", "5"]) == 2
+    assert "memtx babilong" in capsys.readouterr().err
+    (run / "tokenizer.json").unlink()
+    assert main(argv) == 3 and "no BPE tokenizer.json" in capsys.readouterr().err
+    for tokens, task in (("bpe", "lm"), ("words", "babilong")):
+        with pytest.raises(ConfigError, match="bpe is for babilong"):
+            DataConfig(tokens=tokens, task=task)

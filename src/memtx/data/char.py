@@ -25,3 +25,22 @@ def decode(ids: torch.Tensor | np.ndarray | Sequence[int]) -> str:
     if arr.size and (arr.min() < 0 or arr.max() >= VOCAB_SIZE):
         raise ValueError(f"byte ids must lie in [0, {VOCAB_SIZE}), got range [{arr.min()}, {arr.max()}]")
     return arr.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+
+
+class ByteCodec:
+    """Bytes with the list interface of ``bpe.BpeTokenizer`` (BABILong rows and prompts): pad id 0 (NUL)."""
+
+    vocab_size = VOCAB_SIZE
+    pad_id = 0
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+    def count(self, text: str) -> int:
+        return len(text.encode("utf-8"))
+
+
+BYTES = ByteCodec()

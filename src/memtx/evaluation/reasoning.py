@@ -1,9 +1,9 @@
-"""BABILong accuracy by task x length for a byte-level model (Kuratov et al. 2024).
+"""BABILong accuracy by task x length for a byte-level or BPE model (Kuratov et al. 2024).
 
 Test samples stream through the segment loop in batches, one sentence at a time (``models/generation.prefill``:
 nothing grows with the length but the model's memory, which is flat), then the model answers greedily after
-``"\\nA: "`` until a newline (at most ``MAX_ANSWER`` bytes), scored by ``tasks.babilong.score``. The prompt is
-left-padded with NUL (to the longest prompt of its batch) so that it ends ``ANSWER_ROOM`` bytes before a segment
+``"\\nA: "`` until a newline (at most ``MAX_ANSWER`` tokens), scored by ``tasks.babilong.score``. The prompt is
+left-padded with id 0 (to the longest prompt of its batch) so that it ends ``ANSWER_ROOM`` tokens before a segment
 boundary, where training rows put the end of the cue (``tasks/babilong_batches.py``).
 
 Accuracy comes with a Wilson 95% interval. Peak resident memory is read after each cell (the process maximum,
@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
+from memtx.data.char import BYTES
 from memtx.models.generation import generate, prefill
 from memtx.tasks.babilong import Babilong, Sample, parse_length
 from memtx.tasks.babilong_batches import ANSWER_ROOM, PAD, prompt_suffix
@@ -37,35 +38,35 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def prompt_rows(samples: Sequence[Sample], segment_len: int) -> list[Iterator[list[int]]]:
-    """For a batch of samples, the byte ids of pad + context + question cue, one sentence at a time: each row is
+def prompt_rows(samples: Sequence[Sample], segment_len: int, codec=BYTES) -> list[Iterator[list[int]]]:
+    """For a batch of samples, the token ids of pad + context + question cue, one sentence at a time: each row is
     left-padded to the same length, so that every prompt plus a typical answer ends at a segment boundary."""
-    suffixes = [prompt_suffix(s.question).encode() for s in samples]
-    totals = [s.length + len(x) for s, x in zip(samples, suffixes, strict=True)]  # sample.length counts bytes
+    suffixes = [codec.encode(prompt_suffix(s.question)) for s in samples]
+    totals = [s.length + len(x) for s, x in zip(samples, suffixes, strict=True)]  # sample.length counts tokens
     width = max(totals)
     width += (-(width + ANSWER_ROOM)) % segment_len
-    return [_row(s, x, width - t) for s, x, t in zip(samples, suffixes, totals, strict=True)]
+    return [_row(s, x, width - t, codec) for s, x, t in zip(samples, suffixes, totals, strict=True)]
 
 
-def _row(sample: Sample, suffix: bytes, pad: int) -> Iterator[list[int]]:
+def _row(sample: Sample, suffix: list[int], pad: int, codec) -> Iterator[list[int]]:
     if pad:
         yield [PAD] * pad
     for sentence in sample.chunks():
-        yield list(sentence.encode())
-    yield list(suffix)
+        yield codec.encode(sentence)
+    yield suffix
 
 
-def prompt_chunks(sample: Sample, segment_len: int) -> Iterator[list[int]]:
+def prompt_chunks(sample: Sample, segment_len: int, codec=BYTES) -> Iterator[list[int]]:
     """The prompt of one sample (``prompt_rows`` of a batch of one)."""
-    return prompt_rows([sample], segment_len)[0]
+    return prompt_rows([sample], segment_len, codec)[0]
 
 
 @torch.no_grad()
-def answers(model, samples: Sequence[Sample], segment_len: int) -> list[str]:
+def answers(model, samples: Sequence[Sample], segment_len: int, codec=BYTES) -> list[str]:
     """The model's greedy answers to a batch of samples (each up to its first newline)."""
-    state, tail = prefill(model, prompt_rows(samples, segment_len), segment_len)
+    state, tail = prefill(model, prompt_rows(samples, segment_len, codec), segment_len)
     out = generate(model, tail, MAX_ANSWER, temperature=0, segment_len=segment_len, state=state)
-    texts = [bytes(row.tolist()).decode("utf-8", "replace") for row in out]
+    texts = [codec.decode(row.tolist()) for row in out]
     return [t.split("\n", 1)[0].strip() for t in texts]
 
 
@@ -80,23 +81,25 @@ def evaluate_babilong(
     noise_dir: str | None = None,
     progress: bool = False,
     batch_size: int = 16,
+    codec=BYTES,
 ) -> Iterator[dict]:
     """One record per (task, length), yielded as each cell finishes: accuracy, Wilson 95% interval, samples, peak
     RSS. ``n_samples`` is one count for every cell or one per length. Lengths run in the given order (ascending,
-    for a meaningful memory column); samples are answered ``batch_size`` at a time."""
+    for a meaningful memory column); samples are answered ``batch_size`` at a time. ``codec``: the model's tokens
+    (``char.BYTES`` or a ``bpe.BpeTokenizer``), in which lengths are counted."""
     counts = [n_samples] * len(lengths) if isinstance(n_samples, int) else list(n_samples)
     if len(counts) != len(lengths):
         raise ValueError(f"{len(counts)} sample counts for {len(lengths)} lengths")
     bar = tqdm(total=len(tasks) * sum(counts), unit="sample", disable=None if progress else True)
     for task in tasks:
-        gen = Babilong(task, "test", babi_dir=babi_dir, noise_dir=noise_dir)
+        gen = Babilong(task, "test", babi_dir=babi_dir, noise_dir=noise_dir, count_tokens=codec.count)
         for length, count in zip(lengths, counts, strict=True):
             bar.set_description(f"{task} {length}")
             correct = n = 0
             examples = []
             stream = gen.samples(length, count, seed)
             while batch := list(itertools.islice(stream, batch_size)):
-                for sample, predicted in zip(batch, answers(model, batch, segment_len), strict=True):
+                for sample, predicted in zip(batch, answers(model, batch, segment_len, codec), strict=True):
                     ok = sample.score(predicted)
                     correct, n = correct + ok, n + 1
                     if len(examples) < 3:
@@ -112,7 +115,7 @@ def evaluate_babilong(
     bar.close()
 
 
-def plot_heatmap(rows: list[dict], png_path, title: str):
+def plot_heatmap(rows: list[dict], png_path, title: str, unit: str = "tokens = bytes"):
     """Task x length accuracy heatmap in the style of the BABILong paper's figures."""
     import matplotlib
 
@@ -131,7 +134,7 @@ def plot_heatmap(rows: list[dict], png_path, title: str):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=10)
     ax.set_xticks(range(len(lengths)), lengths)
     ax.set_yticks(range(len(tasks)), tasks)
-    ax.set_xlabel("context length (tokens = bytes)")
+    ax.set_xlabel(f"context length ({unit})")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="accuracy (%)")
     fig.tight_layout()

@@ -1,9 +1,11 @@
-"""BABILong training batches for byte-level models: each row is one sample laid out as
+"""BABILong training batches: each row is one sample laid out as
 
     [pad ...] context  "\nQ: " question "\nA: " | answer "\n" [pad ...]
 
-filling exactly S*T+1 bytes (left-padded with NUL), the context generated at the length that fills the row
-(within one sentence; ``tasks/babilong.py``). The cue "\nA: " always ends ``ANSWER_ROOM`` bytes before the end of
+filling exactly S*T+1 tokens (left-padded with id 0), the context generated at the length that fills the row
+(within one sentence; ``tasks/babilong.py``). Tokens are bytes, or a run's BPE tokens (``data/bpe.py``); every
+chunk (sentence, cue, answer) is encoded on its own, as the generator counts and the sweep streams them. The cue
+"\nA: " always ends ``ANSWER_ROOM`` tokens before the end of
 the row (``|`` above), whatever the answer, and evaluation puts it at the same place (``evaluation/reasoning.py``):
 were the answer right-aligned instead, the cue's position in the segment would tell its length (6, 7 or 8 bytes
 for qa1's rooms) and a model learns that shortcut, which fails at evaluation. Only the answer and its newline are
@@ -22,12 +24,13 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from memtx.data.char import BYTES
 from memtx.errors import ConfigError, DataError
 from memtx.tasks.babilong import SEP, Babilong, BabiQuestion
 from memtx.tasks.synthetic import IGNORE_INDEX, TaskBatch
 
 PAD = 0
-ANSWER_ROOM = 8  # bytes after the cue: the row's last x positions, whose targets are the answer and its newline
+ANSWER_ROOM = 8  # tokens after the cue: the row's last x positions, whose targets are the answer and its newline
 QUESTION, ANSWER = "\nQ: ", "\nA: "
 
 
@@ -69,12 +72,28 @@ class BabilongBatches:
         noise_dir: str | None = None,
         variant: str = "en",
         inline_questions: bool = False,
+        codec=BYTES,
     ) -> None:
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
         self.inline_questions = inline_questions
         self.babi_dir, self.noise_dir, self.variant = babi_dir, noise_dir, variant
         self.index = 0
         _ = self.generators  # fail on missing bAbI files now
+        self.set_codec(codec)
+
+    def set_codec(self, codec) -> None:
+        """Count and encode in ``codec``'s tokens (``char.BYTES`` or a ``bpe.BpeTokenizer``)."""
+        self.codec = codec
+        for gen in self.generators:
+            gen.count_tokens = codec.count
+
+    def texts(self):
+        """The facts, questions and answers of the training stories (what a BPE tokenizer is trained on)."""
+        for gen in self.generators:
+            for q in gen.questions:
+                yield from q.facts
+                yield q.question
+                yield q.answer
 
     @cached_property
     def generators(self) -> list[Babilong]:
@@ -93,12 +112,13 @@ class BabilongBatches:
 
     def row(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """One sample as (x, y) int64 arrays of length n."""
+        encode = self.codec.encode
         for _ in range(1000):
             gen = self.generators[int(rng.integers(len(self.generators)))]
             index = int(rng.integers(len(gen.questions)))
             q = gen.questions[index]
-            cue = prompt_suffix(q.question).encode()
-            room = n - ANSWER_ROOM - len(cue)  # context bytes: the cue's last byte is x[n - ANSWER_ROOM - 1]
+            cue = encode(prompt_suffix(q.question))
+            room = n - ANSWER_ROOM - len(cue)  # context tokens: the cue's last byte is x[n - ANSWER_ROOM - 1]
             if room < 0:
                 continue
             seed = int(rng.integers(2**31))
@@ -111,24 +131,26 @@ class BabilongBatches:
                 continue
             seq = np.full(n + 1, PAD, dtype=np.int64)
             targets = np.zeros(n + 1, dtype=bool)
-            start = n - ANSWER_ROOM  # seq index of the answer's first byte
-            pos = start - len(cue) - sample.length  # the generators count UTF-8 bytes: length is exact
+            start = n - ANSWER_ROOM  # seq index of the answer's first token
+            pos = start - len(cue) - sample.length  # the generator counts with the codec: length is exact
             for chunk in sample.chunks():
-                data = chunk.encode()
-                seq[pos : pos + len(data)] = np.frombuffer(data, dtype=np.uint8)
-                if chunk.startswith(QUESTION):  # an inline question: its answer and newline are targets
-                    before = len(chunk[: chunk.index(ANSWER) + len(ANSWER)].encode())
-                    end = len(chunk.rstrip(SEP).encode())
-                    targets[pos + before : pos + end] = True
+                if chunk.startswith(QUESTION):  # an inline question: cue, then answer and newline as targets
+                    cut = chunk.index(ANSWER) + len(ANSWER)
+                    head, answer = encode(chunk[:cut]), encode(chunk[cut:].rstrip(SEP))
+                    data = head + answer + encode(SEP)
+                    targets[pos + len(head) : pos + len(head) + len(answer)] = True
+                else:
+                    data = encode(chunk)
+                seq[pos : pos + len(data)] = data
                 pos += len(data)
-            seq[pos:start] = np.frombuffer(cue, dtype=np.uint8)
-            answer = (q.answer + "\n").encode()[: ANSWER_ROOM + 1]
-            seq[start : start + len(answer)] = np.frombuffer(answer, dtype=np.uint8)
+            seq[pos:start] = cue
+            answer = encode(q.answer + "\n")[: ANSWER_ROOM + 1]
+            seq[start : start + len(answer)] = answer
             targets[start : start + len(answer)] = True
             x, y = seq[:-1].copy(), np.where(targets[1:], seq[1:], IGNORE_INDEX)
             return x, y
         raise ConfigError(
-            f"rows of {n} bytes are too short for the questions' facts: raise --segment-len or the segments per step"
+            f"rows of {n} tokens are too short for the questions' facts: raise --segment-len or the segments per step"
         )
 
     def next_batch(self, segments: int = 1) -> TaskBatch:

@@ -19,11 +19,13 @@ class DataConfig:
     """'default' (embedded, ships with Python), 'pg9', 'enwik8', 'text8', or a path to a text file or folder."""
     data_dir: str | None = None
     """Where to find PG-9 (the gutenberg folder) or keep enwik8/text8 downloads; None = the usual places."""
-    tokens: Literal["bytes", "words"] = "bytes"
+    tokens: Literal["bytes", "words", "bpe"] = "bytes"
     """'bytes': byte-level; 'words': a word vocabulary (ids by frequency) built from the training split and saved
-    as tokenizer.json in the run folder; corpora: wikitext-2, wikitext-103, pg9 (punctuation split off), a path."""
+    as tokenizer.json in the run folder; corpora: wikitext-2, wikitext-103, pg9 (punctuation split off), a path.
+    'bpe' (babilong only): byte-level BPE merged inside words, trained on the run's bAbI training stories and saved
+    as tokenizer.json (memtx.data.bpe); needs model.vocab_size 0 (taken from it) or its size."""
     max_vocab: int = 0
-    """words: keep the most frequent words (0 = all); the others become <unk>."""
+    """words: keep the most frequent words (0 = all); the others become <unk>. bpe: vocabulary cap (0 = 1024)."""
     task: Literal["lm", "copy", "reverse", "assoc", "babilong"] = "lm"
     """'lm': language modelling of the corpus; 'copy', 'reverse', 'assoc': synthetic memory tasks generated on the
     fly over the step's segments (memtx.tasks.synthetic); 'babilong': bAbI questions in book text filling the
@@ -52,8 +54,13 @@ class DataConfig:
             raise ConfigError(f"data.task must be lm, copy, reverse, assoc or babilong, got {self.task!r}")
         if self.babi_variant not in ("en", "en-10k"):
             raise ConfigError(f"data.babi_variant must be en or en-10k, got {self.babi_variant!r}")
-        if self.tokens not in ("bytes", "words"):
-            raise ConfigError(f"data.tokens must be bytes or words, got {self.tokens!r}")
+        if self.tokens not in ("bytes", "words", "bpe"):
+            raise ConfigError(f"data.tokens must be bytes, words or bpe, got {self.tokens!r}")
+        if (self.tokens == "bpe") != (self.task == "babilong") and self.tokens != "bytes":
+            raise ConfigError(
+                f"data.tokens {self.tokens} does not go with data.task {self.task}: bpe is for babilong (bytes or "
+                "bpe), words for language modelling"
+            )
         if self.max_vocab < 0 or self.max_vocab == 1:
             raise ConfigError(f"data.max_vocab must be 0 (all) or >= 2, got {self.max_vocab}")
         if self.symbols < 2 or self.pairs < 1:

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from memtx.data import TrainStreams, decode, load_corpus
+from memtx.data.bpe import DEFAULT_VOCAB, BpeTokenizer, is_bpe_file
 from memtx.data.word import WordTokenizer, load_token_corpus
 from memtx.errors import CheckpointError, ConfigError, MemtxError, TrainingError
 from memtx.evaluation.language_modeling import evaluate_lm
@@ -67,9 +68,9 @@ IDENTITY_FIELDS = (
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | None = None):
+def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | BpeTokenizer | None = None):
     """(batches, corpus, tokenizer): ordered corpus streams or a synthetic task; the corpus (None for a task) and
-    the word tokenizer (None for bytes; built from the training split unless given)."""
+    the word or BPE tokenizer (None for bytes; built from the training split unless given)."""
     if cfg.data.task == "lm":
         if cfg.data.tokens == "words":
             corpus, tokenizer = load_token_corpus(cfg.data.corpus, cfg.data.data_dir, cfg.data.max_vocab, tokenizer)
@@ -80,22 +81,22 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | None = None):
         return streams, corpus, tokenizer
     d = cfg.data
     if d.task == "babilong":
-        if cfg.model.vocab_size != 256:
-            raise ConfigError("babilong reads bytes: pass --model.vocab-size 256")
-        return (
-            BabilongBatches(
-                d.babi_tasks,
-                cfg.batch_size,
-                cfg.segment_len,
-                cfg.seed,
-                d.babi_dir,
-                d.noise_dir,
-                d.babi_variant,
-                inline_questions=d.inline_questions,
-            ),
-            None,
-            None,
+        if d.tokens == "bytes" and cfg.model.vocab_size != 256:
+            raise ConfigError("babilong with --data.tokens bytes reads bytes: pass --model.vocab-size 256")
+        batches = BabilongBatches(
+            d.babi_tasks,
+            cfg.batch_size,
+            cfg.segment_len,
+            cfg.seed,
+            d.babi_dir,
+            d.noise_dir,
+            d.babi_variant,
+            inline_questions=d.inline_questions,
         )
+        if d.tokens == "bpe":
+            tokenizer = tokenizer or BpeTokenizer.train(batches.texts(), d.max_vocab or DEFAULT_VOCAB)
+            batches.set_codec(tokenizer)
+        return batches, None, tokenizer
     if cfg.model.vocab_size != vocab_size(d.symbols):
         raise ConfigError(
             f"task {d.task} with {d.symbols} symbols needs model.vocab_size {vocab_size(d.symbols)}, got "
@@ -120,10 +121,12 @@ def resolve_vocab(cfg: RunConfig, tokenizer: WordTokenizer | None) -> RunConfig:
     return cfg
 
 
-def load_tokenizer(run_dir: Path) -> WordTokenizer | None:
-    """The word tokenizer saved with a run, None for a byte-level run."""
+def load_tokenizer(run_dir: Path) -> WordTokenizer | BpeTokenizer | None:
+    """The word or BPE tokenizer saved with a run, None for a byte-level run."""
     path = Path(run_dir) / TOKENIZER_FILE
-    return WordTokenizer.load(path) if path.exists() else None
+    if not path.exists():
+        return None
+    return BpeTokenizer.load(path) if is_bpe_file(path) else WordTokenizer.load(path)
 
 
 class StepLoss(torch.nn.Module):
@@ -161,7 +164,8 @@ def evaluate(model, cfg: RunConfig, corpus, batches, ranks: Ranks, final: bool, 
         length = str(max(cfg.final_segments * cfg.segment_len - 64, 0))
         d = cfg.data
         rows = list(evaluate_babilong(model, cfg.segment_len, list(d.babi_tasks), [length], cfg.eval_samples, 0,
-                                      d.babi_dir, d.noise_dir, batch_size=cfg.eval_batch_size))  # fmt: skip
+                                      d.babi_dir, d.noise_dir, batch_size=cfg.eval_batch_size,
+                                      codec=batches.codec))  # fmt: skip
         correct, n = sum(r["correct"] for r in rows), sum(r["samples"] for r in rows)
         return {"valid_accuracy": correct / n, "valid_samples": n, "valid_length": int(length)}
     if corpus is None:
