@@ -340,3 +340,18 @@ def test_bpe_run_trains_saves_its_tokenizer_and_sweeps(tmp_path, babi, capsys):
     for tokens, task in (("bpe", "lm"), ("words", "babilong")):
         with pytest.raises(ConfigError, match="bpe is for babilong"):
             DataConfig(tokens=tokens, task=task)
+
+
+def test_no_noise_pilot_rows_hold_the_facts_alone(babi):
+    spec = importlib.util.spec_from_file_location("no_noise", Path(__file__).parents[2] / "benchmarks/no_noise.py")
+    no_noise = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(no_noise)
+    gen = Babilong("qa1", "test", babi_dir=babi[0], noise_dir=babi[1])
+    with no_noise.facts_only():
+        s = gen.sample(0, "300")
+        rows = BabilongBatches(("qa1",), 4, 128, seed=0, babi_dir=babi[0], noise_dir=babi[1]).next_batch(2)
+    assert s.n_noise == 0 and s.context() == "".join(f + " " for f in s.facts) and s.length <= 300
+    assert gen.sample(0, "300").n_noise > 0  # restored
+    for x in rows.x:
+        text = bytes(x[x != PAD].tolist()).decode()
+        assert "story" not in text and "\nQ: Where is" in text and x[0] == PAD  # no book text, left-padded
