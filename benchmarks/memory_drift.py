@@ -23,6 +23,7 @@ import torch
 from memtx.evaluation.reasoning import prompt_rows
 from memtx.tasks.babilong import Babilong, parse_length
 from memtx.training.checkpoint import load_run
+from memtx.training.trainer import babilong_codec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,12 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg, model = load_run(a.run_dir)
     model.eval()
     T = cfg.segment_len
-    samples = list(
-        Babilong(a.task, "test", babi_dir=a.babi_dir, noise_dir=a.noise_dir).samples(
-            parse_length(a.length), a.samples, a.seed
-        )
-    )
-    streams = [itertools.chain.from_iterable(r) for r in prompt_rows(samples, T)]
+    codec = babilong_codec(Path(a.run_dir), cfg)
+    gen = Babilong(a.task, "test", babi_dir=a.babi_dir, noise_dir=a.noise_dir, count_tokens=codec.count)
+    samples = list(gen.samples(parse_length(a.length), a.samples, a.seed))
+    streams = [itertools.chain.from_iterable(r) for r in prompt_rows(samples, T, codec)]
     marks, rows, state, n = {2**i for i in range(24)}, [], None, 0
     with torch.no_grad():
         while True:

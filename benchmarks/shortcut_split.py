@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from pathlib import Path
 
 import torch
 
 from memtx.evaluation.reasoning import answers
 from memtx.tasks.babilong import TASK_LABELS, Babilong
 from memtx.training.checkpoint import load_run
+from memtx.training.trainer import babilong_codec
 
 
 def last_room(facts: tuple[str, ...]) -> str | None:
@@ -31,12 +33,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=25)
     a = parser.parse_args(argv)
     cfg, model = load_run(a.run_dir)
-    samples = list(Babilong("qa1", "test").samples(a.length, a.samples, seed=0))
+    codec = babilong_codec(Path(a.run_dir), cfg)
+    samples = list(Babilong("qa1", "test", count_tokens=codec.count).samples(a.length, a.samples, seed=0))
     split = {"shortcut_right": [0, 0], "shortcut_wrong": [0, 0]}
     with torch.no_grad():
         for i in range(0, len(samples), a.batch_size):
             batch = samples[i : i + a.batch_size]
-            for s, predicted in zip(batch, answers(model, batch, cfg.segment_len), strict=True):
+            for s, predicted in zip(batch, answers(model, batch, cfg.segment_len, codec), strict=True):
                 cell = split["shortcut_right" if last_room(s.facts) == s.answer else "shortcut_wrong"]
                 cell[0] += s.score(predicted)
                 cell[1] += 1

@@ -389,7 +389,7 @@ def _babilong(argv: list[str]) -> int:
     from memtx.evaluation.reasoning import evaluate_babilong, plot_heatmap
     from memtx.tasks.babilong import parse_length, task_name
     from memtx.training.checkpoint import load_run
-    from memtx.training.trainer import TOKENIZER_FILE, load_tokenizer
+    from memtx.training.trainer import babilong_codec
 
     cmd = _parse(
         lambda: tyro.cli(BabilongCommand, prog="memtx babilong", args=argv, description="BABILong accuracy table."),
@@ -410,15 +410,10 @@ def _babilong(argv: list[str]) -> int:
             "--tasks and --lengths must name at least one cell, --samples be one count >= 1 or one per length, "
             "--batch-size >= 1: e.g. --tasks qa1 --lengths 1k,16k --samples 100,25"
         )
-    from memtx.data.bpe import BpeTokenizer
     from memtx.data.char import BYTES
 
     cfg, model = load_run(cmd.run_dir)
-    codec = load_tokenizer(cmd.run_dir) or BYTES
-    if cfg.data.tokens == "bpe" and not isinstance(codec, BpeTokenizer):
-        raise DataError(f"{cmd.run_dir} has no BPE {TOKENIZER_FILE}: restore it from the run's original folder")
-    if codec.vocab_size != cfg.model.vocab_size or (cfg.data.tokens != "bpe" and codec is not BYTES):
-        raise ConfigError(f"{cmd.run_dir} reads neither bytes nor BPE tokens: BABILong is scored in those")
+    codec = babilong_codec(Path(cmd.run_dir), cfg)
     out = Path(cmd.out) if cmd.out else _free_path(Path(cmd.run_dir) / "babilong.json")
     result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "samples": counts, "seed": cmd.seed, "rows": []}
     cells = evaluate_babilong(model, cfg.segment_len, tasks, lengths, counts, cmd.seed, cmd.babi_dir, cmd.noise_dir,

@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from memtx.data import TrainStreams, decode, load_corpus
 from memtx.data.bpe import DEFAULT_VOCAB, BpeTokenizer, is_bpe_file
+from memtx.data.char import BYTES
 from memtx.data.word import WordTokenizer, load_token_corpus
-from memtx.errors import CheckpointError, ConfigError, MemtxError, TrainingError
+from memtx.errors import CheckpointError, ConfigError, DataError, MemtxError, TrainingError
 from memtx.evaluation.language_modeling import evaluate_lm
 from memtx.evaluation.reasoning import evaluate_babilong
 from memtx.evaluation.tasks import evaluate_task
@@ -127,6 +128,16 @@ def load_tokenizer(run_dir: Path) -> WordTokenizer | BpeTokenizer | None:
     if not path.exists():
         return None
     return BpeTokenizer.load(path) if is_bpe_file(path) else WordTokenizer.load(path)
+
+
+def babilong_codec(run_dir: Path, cfg: RunConfig):
+    """The tokens a BABILong run reads: ``char.BYTES``, or the BPE tokenizer saved with it."""
+    codec = load_tokenizer(run_dir) or BYTES
+    if cfg.data.tokens == "bpe" and not isinstance(codec, BpeTokenizer):
+        raise DataError(f"{run_dir} has no BPE {TOKENIZER_FILE}: restore it from the run's original folder")
+    if codec.vocab_size != cfg.model.vocab_size or (cfg.data.tokens != "bpe" and codec is not BYTES):
+        raise ConfigError(f"{run_dir} reads neither bytes nor BPE tokens: BABILong is scored in those")
+    return codec
 
 
 class StepLoss(torch.nn.Module):
