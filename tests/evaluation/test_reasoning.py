@@ -4,6 +4,8 @@ import importlib.util
 import itertools
 import json
 import math
+import random
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -355,3 +357,28 @@ def test_no_noise_pilot_rows_hold_the_facts_alone(babi):
     for x in rows.x:
         text = bytes(x[x != PAD].tolist()).decode()
         assert "story" not in text and "\nQ: Where is" in text and x[0] == PAD  # no book text, left-padded
+
+
+def test_plain_gpt_control_rows_answer_by_the_qa1_rule(babi):
+    spec = importlib.util.spec_from_file_location("plain", Path(__file__).parents[2] / "benchmarks/qa1_plain_gpt.py")
+    plain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plain)
+    stories = parse_babi(_data.STORY * 3, "qa1")
+    bpe = BpeTokenizer.train((t for q in stories for t in (*q.facts, q.question, q.answer)), 400)
+    rng = random.Random(0)
+    items = re.compile(r"(\w+) [\w ]+ to the (\w+)\.|Where is (\w+)\?\nA: (\w+)")
+    for aug, index in ((False, 1), (True, 1), (True, 2)):
+        x, y = plain.row(stories, index, bpe, aug, rng)
+        assert len(x) == len(y) == plain.T
+        where, asked = {}, []
+        for m in items.finditer(bpe.decode(x.tolist())):
+            if m[1]:
+                where[m[1]] = m[2]
+            else:
+                assert m[4] == where[m[3]]  # the room of the person's last move
+                asked.append(m[4])
+        scored = [bpe.decode([int(v)]) for v in y if v != -100]
+        assert scored == [t for a in asked for t in (a, "\n")]  # every answer and its newline, nothing else
+        assert (
+            len(asked) == {(False, 1): 2, (True, 1): 4, (True, 2): 1}[aug, index]
+        )  # aug: after all facts but the last

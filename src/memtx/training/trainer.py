@@ -116,8 +116,8 @@ def resolve_vocab(cfg: RunConfig, tokenizer: WordTokenizer | None) -> RunConfig:
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     if cfg.model.vocab_size != tokenizer.vocab_size:
         raise ConfigError(
-            f"model.vocab_size {cfg.model.vocab_size} differs from the {tokenizer.vocab_size} tokens of the vocabulary: "
-            "pass --model.vocab-size 0 to take it from the vocabulary"
+            f"model.vocab_size {cfg.model.vocab_size} differs from the {tokenizer.vocab_size} tokens of the "
+            "vocabulary: pass --model.vocab-size 0 to take it from the vocabulary"
         )
     return cfg
 

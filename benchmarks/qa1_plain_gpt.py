@@ -1,0 +1,130 @@
+"""A control for the qa1 plateau: a plain causal Transformer built from torch's own layers (absolute positions, no
+memory, nothing of memtx's model), 4 x 128 like the babilong presets, trained on noise-free qa1 rows in BPE tokens.
+If it plateaus where memtx's models do, the plateau is the task at this scale, not memtx.
+
+Rows: a training story's facts, each followed by the bAbI questions asked there and their answers (as memtx's
+inline questions), then the row's question; ``--mode aug`` also asks, after every other fact, "Where is X?" for a
+random person already named, answered by qa1's rule (the room of X's last move), so that most questions are not
+answered by the last-mentioned room. Test: the first ``--test`` qa1 test questions, the facts then the question,
+argmax of the answer's token. Prints one JSON line per evaluation.
+
+    python benchmarks/qa1_plain_gpt.py --mode bab --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from memtx.data.bpe import BpeTokenizer
+from memtx.tasks.babilong import BabiQuestion, load_babi
+from memtx.tasks.babilong_batches import earlier_questions, prompt_suffix
+
+T = 192
+
+
+def mover(fact: str) -> tuple[str, str]:
+    """(person, room) of a qa1 fact such as 'Mary went back to the kitchen.'"""
+    words = fact.rstrip(".").split()
+    return words[0], words[-1]
+
+
+def row(stories: list[BabiQuestion], index: int, bpe: BpeTokenizer, aug: bool, rng: random.Random):
+    """(x, y) of length T for question ``index``: pad, facts with questions inline, the question; answers scored."""
+    q = stories[index]
+    ids: list[int] = []
+    scored: list[bool] = []
+
+    def add(text: str, target: bool = False) -> None:
+        e = bpe.encode(text)
+        ids.extend(e)
+        scored.extend([target] * len(e))
+
+    asked = {len(e.facts): e for e in earlier_questions(stories, index)}
+    where: dict[str, str] = {}
+    for i, fact in enumerate(q.facts, 1):
+        add(fact + " ")
+        person, room = mover(fact)
+        where[person] = room
+        if i in asked or (aug and i < len(q.facts)):
+            question, answer = (asked[i].question, asked[i].answer) if i in asked else (None, None)
+            if question is None:
+                person = rng.choice(sorted(where))
+                question, answer = f"Where is {person}?", where[person]
+            add(prompt_suffix(question))
+            add(answer + "\n", True)
+            add(" ")
+    add(prompt_suffix(q.question))
+    add(q.answer + "\n", True)
+    ids, scored = ids[-T - 1 :], scored[-T - 1 :]
+    pad = T + 1 - len(ids)
+    seq, target = np.array([0] * pad + ids), np.array([False] * pad + scored)
+    return seq[:-1], np.where(target[1:], seq[1:], -100)
+
+
+class PlainGPT(nn.Module):
+    def __init__(self, vocab: int, d: int = 128, layers: int = 4) -> None:
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(T, d)
+        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
+        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(T))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x) + self.pos(torch.arange(x.shape[1]))
+        return self.head(self.ln(self.body(h, mask=self.mask, is_causal=True)))
+
+
+@torch.no_grad()
+def test_accuracy(model: PlainGPT, questions: list[BabiQuestion], bpe: BpeTokenizer) -> float:
+    xs, answers = [], []
+    for q in questions:
+        ids = bpe.encode("".join(f + " " for f in q.facts) + prompt_suffix(q.question))[-T:]
+        xs.append([0] * (T - len(ids)) + ids)
+        answers.append(bpe.encode(q.answer)[0])
+    predicted = model(torch.tensor(xs))[:, -1].argmax(-1)
+    return float((predicted == torch.tensor(answers)).float().mean())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("bab", "aug"), default="bab")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--test", type=int, default=500)
+    parser.add_argument("--every", type=int, default=250)
+    a = parser.parse_args(argv)
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    train, test = load_babi("qa1", "train", variant="en-10k"), load_babi("qa1", "test")[: a.test]
+    bpe = BpeTokenizer.train((t for q in train for t in (*q.facts, q.question, q.answer)), 1024)
+    model = PlainGPT(bpe.vocab_size)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+    start = time.time()
+    for step in range(1, a.steps + 1):
+        rows = [row(train, rng.randrange(len(train)), bpe, a.mode == "aug", rng) for _ in range(a.batch_size)]
+        x, y = (torch.tensor(np.stack(r)) for r in zip(*rows, strict=True))
+        loss = nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        schedule.step()
+        if step % a.every == 0:
+            acc = test_accuracy(model, test, bpe)
+            print(
+                json.dumps({"mode": a.mode, "step": step, "test_accuracy": acc, "seconds": round(time.time() - start)})
+            )
+
+
+if __name__ == "__main__":
+    main()
