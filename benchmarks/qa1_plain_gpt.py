@@ -52,14 +52,16 @@ def row(stories: list[BabiQuestion], index: int, bpe: BpeTokenizer, aug: bool, r
         add(fact + " ")
         person, room = mover(fact)
         where[person] = room
-        if i in asked or (aug and i < len(q.facts)):
-            question, answer = (asked[i].question, asked[i].answer) if i in asked else (None, None)
-            if question is None:
-                person = rng.choice(sorted(where))
-                question, answer = f"Where is {person}?", where[person]
-            add(prompt_suffix(question))
-            add(answer + "\n", True)
-            add(" ")
+        if i in asked:
+            question, answer = asked[i].question, asked[i].answer
+        elif aug and i < len(q.facts):
+            person = rng.choice(sorted(where))
+            question, answer = f"Where is {person}?", where[person]
+        else:
+            continue
+        add(prompt_suffix(question))
+        add(answer + "\n", True)
+        add(" ")
     add(prompt_suffix(q.question))
     add(q.answer + "\n", True)
     ids, scored = ids[-T - 1 :], scored[-T - 1 :]

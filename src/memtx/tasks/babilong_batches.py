@@ -118,7 +118,7 @@ class BabilongBatches:
             index = int(rng.integers(len(gen.questions)))
             q = gen.questions[index]
             cue = encode(prompt_suffix(q.question))
-            room = n - ANSWER_ROOM - len(cue)  # context tokens: the cue's last byte is x[n - ANSWER_ROOM - 1]
+            room = n - ANSWER_ROOM - len(cue)  # context tokens: the cue's last token is x[n - ANSWER_ROOM - 1]
             if room < 0:
                 continue
             seed = int(rng.integers(2**31))

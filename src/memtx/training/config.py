@@ -56,7 +56,7 @@ class DataConfig:
             raise ConfigError(f"data.babi_variant must be en or en-10k, got {self.babi_variant!r}")
         if self.tokens not in ("bytes", "words", "bpe"):
             raise ConfigError(f"data.tokens must be bytes, words or bpe, got {self.tokens!r}")
-        if (self.tokens == "bpe") != (self.task == "babilong") and self.tokens != "bytes":
+        if (self.tokens == "bpe" and self.task != "babilong") or (self.tokens == "words" and self.task == "babilong"):
             raise ConfigError(
                 f"data.tokens {self.tokens} does not go with data.task {self.task}: bpe is for babilong (bytes or "
                 "bpe), words for language modelling"
