@@ -1,14 +1,16 @@
 """A control for the qa1 plateau: a plain causal Transformer built from torch's own layers (absolute positions, no
-memory, nothing of memtx's model), 4 x 128 like the babilong presets, trained on noise-free qa1 rows in BPE tokens.
-If it plateaus where memtx's models do, the plateau is the task at this scale, not memtx.
+memory, nothing of memtx's model), 4 x 128 like the babilong presets, trained on noise-free qa1 rows in BPE tokens:
+the cheap place to try a training recipe before memtx's presets get it.
 
 Rows: a training story's facts, each followed by the bAbI questions asked there and their answers (as memtx's
-inline questions), then the row's question; ``--mode aug`` also asks, after every other fact, "Where is X?" for a
-random person already named, answered by qa1's rule (the room of X's last move), so that most questions are not
-answered by the last-mentioned room. Test: the first ``--test`` qa1 test questions, the facts then the question,
-argmax of the answer's token. Prints one JSON line per evaluation.
+inline questions; ``--mode plain``: none), then the row's question; ``--mode aug`` also asks, after every other
+fact, "Where is X?" for a random person already named, answered by qa1's rule (the room of X's last move), so that
+most questions are not answered by the last-mentioned room. ``--fact-curriculum 2`` trains on the questions asked
+after at most 2 facts for ``--stage-steps``, then on all. Test: the first ``--test`` qa1 test questions, the facts
+then the question, placed where a training row puts its final question, argmax of the answer's token. Prints one
+JSON line per evaluation.
 
-    python benchmarks/qa1_plain_gpt.py --mode bab --steps 3000
+    python benchmarks/qa1_plain_gpt.py --fact-curriculum 2 --stage-steps 1250 --steps 3000
 """
 
 from __future__ import annotations
@@ -35,8 +37,17 @@ def mover(fact: str) -> tuple[str, str]:
     return words[0], words[-1]
 
 
-def row(stories: list[BabiQuestion], index: int, bpe: BpeTokenizer, aug: bool, rng: random.Random):
-    """(x, y) of length T for question ``index``: pad, facts with questions inline, the question; answers scored."""
+def row(
+    stories: list[BabiQuestion],
+    index: int,
+    bpe: BpeTokenizer,
+    aug: bool,
+    rng: random.Random,
+    lm: bool = False,
+    inline: bool = True,
+):
+    """(x, y) of length T for question ``index``: pad, facts with questions inline, the question; answers scored
+    (every token with ``lm``)."""
     q = stories[index]
     ids: list[int] = []
     scored: list[bool] = []
@@ -44,9 +55,9 @@ def row(stories: list[BabiQuestion], index: int, bpe: BpeTokenizer, aug: bool, r
     def add(text: str, target: bool = False) -> None:
         e = bpe.encode(text)
         ids.extend(e)
-        scored.extend([target] * len(e))
+        scored.extend([target or lm] * len(e))
 
-    asked = {len(e.facts): e for e in earlier_questions(stories, index)}
+    asked = {len(e.facts): e for e in earlier_questions(stories, index)} if inline else {}
     where: dict[str, str] = {}
     for i, fact in enumerate(q.facts, 1):
         add(fact + " ")
@@ -84,36 +95,69 @@ class PlainGPT(nn.Module):
         return self.head(self.ln(self.body(h, mask=self.mask, is_causal=True)))
 
 
+def test_rows(questions: list[BabiQuestion], bpe: BpeTokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, position, answer token) per question: the facts then the question, placed where a training row puts
+    them (the positions are absolute, and a training row ends with its answer and newline, so the cue ends that
+    many tokens before the row's end); the answer's first token is read at ``position``."""
+    xs, where, answers = [], [], []
+    for q in questions:
+        answer = bpe.encode(q.answer + "\n")
+        ids = (bpe.encode("".join(f + " " for f in q.facts) + prompt_suffix(q.question)) + answer)[-T - 1 :]
+        xs.append(([0] * (T + 1 - len(ids)) + ids)[:-1])
+        where.append(T - len(answer))
+        answers.append(answer[0])
+    return torch.tensor(xs), torch.tensor(where), torch.tensor(answers)
+
+
 @torch.no_grad()
 def test_accuracy(model: PlainGPT, questions: list[BabiQuestion], bpe: BpeTokenizer) -> float:
-    xs, answers = [], []
-    for q in questions:
-        ids = bpe.encode("".join(f + " " for f in q.facts) + prompt_suffix(q.question))[-T:]
-        xs.append([0] * (T - len(ids)) + ids)
-        answers.append(bpe.encode(q.answer)[0])
-    predicted = model(torch.tensor(xs))[:, -1].argmax(-1)
-    return float((predicted == torch.tensor(answers)).float().mean())
+    x, where, answers = test_rows(questions, bpe)
+    predicted = model(x)[torch.arange(len(x)), where].argmax(-1)
+    return float((predicted == answers).float().mean())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("bab", "aug"), default="bab")
+    parser.add_argument("--mode", choices=("bab", "aug", "plain"), default="bab", help="plain: no inline questions")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--lm", action="store_true", help="score every token, not only the answers")
+    parser.add_argument("--max-facts", type=int, default=0, help="only questions asked after at most this many facts")
+    parser.add_argument(
+        "--fact-curriculum",
+        type=lambda v: [int(n) for n in v.split(",")],
+        default=[],
+        help="e.g. 2,4: train on questions asked after at most 2 facts, then 4, --stage-steps each, then all",
+    )
+    parser.add_argument("--stage-steps", type=int, default=500)
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--every", type=int, default=250)
     a = parser.parse_args(argv)
     torch.manual_seed(0)
     rng = random.Random(0)
-    train, test = load_babi("qa1", "train", variant="en-10k"), load_babi("qa1", "test")[: a.test]
+    train, test = load_babi("qa1", "train", variant="en-10k"), load_babi("qa1", "test")
+    if a.max_facts:
+        test = [q for q in test if len(q.facts) <= a.max_facts]
+    test = test[: a.test]
+
+    def chosen(limit: int) -> list[int]:
+        return [i for i, q in enumerate(train) if not limit or len(q.facts) <= limit]
+
+    stages = [chosen(n) for n in a.fact_curriculum] + [chosen(a.max_facts)]
     bpe = BpeTokenizer.train((t for q in train for t in (*q.facts, q.question, q.answer)), 1024)
-    model = PlainGPT(bpe.vocab_size)
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    model = PlainGPT(bpe.vocab_size, layers=a.layers)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     start = time.time()
     for step in range(1, a.steps + 1):
-        rows = [row(train, rng.randrange(len(train)), bpe, a.mode == "aug", rng) for _ in range(a.batch_size)]
+        pool = stages[min((step - 1) // a.stage_steps, len(stages) - 1)]
+        rows = [
+            row(train, rng.choice(pool), bpe, a.mode == "aug", rng, a.lm, a.mode != "plain")
+            for _ in range(a.batch_size)
+        ]
         x, y = (torch.tensor(np.stack(r)) for r in zip(*rows, strict=True))
         loss = nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
         opt.zero_grad()

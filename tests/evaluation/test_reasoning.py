@@ -121,6 +121,32 @@ def test_inline_questions_are_asked_in_place_and_scored(tmp_path, babi, segments
     assert spans_seen == {1, 2}
 
 
+def test_question_curriculum_draws_early_questions_first(tmp_path, babi):
+    """Stage by stage only questions asked early in their story (STORY: Mary and John are asked first, Daniel
+    second); after the stages the batches are those of a run without the curriculum, and a resumed run draws the
+    same stage's batch."""
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1])
+    batches = BabilongBatches(("qa1",), 16, 128, seed=1, question_curriculum=(1,), question_stage_steps=2, **kw)
+
+    def asked(b) -> set[str]:
+        return {bytes(x[x != PAD].tolist()).decode().split("\nQ: Where is ")[-1][:4] for x in b.x}
+
+    first = [batches.next_batch(2) for _ in range(3)]
+    assert asked(first[0]) | asked(first[1]) == {"Mary", "John"} and "Dani" in asked(first[2])
+    plain = BabilongBatches(("qa1",), 16, 128, seed=1, **kw)
+    plain.load_state_dict({"index": 2})
+    assert torch.equal(plain.next_batch(2).x, first[2].x)
+    batches.load_state_dict({"index": 1})
+    assert torch.equal(batches.next_batch(2).x, first[1].x)
+    with pytest.raises(ConfigError, match="question_curriculum"):
+        DataConfig(task="babilong", question_curriculum=(1, 2))  # no stage steps
+    with pytest.raises(ConfigError, match="question_curriculum"):
+        DataConfig(question_curriculum=(1,), question_stage_steps=5)  # not babilong
+
+
 def test_en_10k_training_stories_and_the_fallback_to_en(babi, tmp_path):
     """en-10k rows draw the en-10k stories; a task without an en-10k train file warns and uses en's."""
     en = Path(babi[0]) / "tasks_1-20_v1-2" / "en"
@@ -382,3 +408,7 @@ def test_plain_gpt_control_rows_answer_by_the_qa1_rule(babi):
         assert (
             len(asked) == {(False, 1): 2, (True, 1): 4, (True, 2): 1}[aug, index]
         )  # aug: after all facts but the last
+    # A test prompt sits exactly where a training row puts the same question (the positions are absolute).
+    x, where, answer = plain.test_rows(stories[:1], bpe)
+    row_x, row_y = plain.row(stories, 0, bpe, False, rng)
+    assert x[0].tolist() == row_x.tolist() and row_y[where[0]] == answer[0]

@@ -73,9 +73,12 @@ class BabilongBatches:
         variant: str = "en",
         inline_questions: bool = False,
         codec=BYTES,
+        question_curriculum: tuple[int, ...] = (),
+        question_stage_steps: int = 0,
     ) -> None:
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
         self.inline_questions = inline_questions
+        self.question_curriculum, self.question_stage_steps = question_curriculum, question_stage_steps
         self.babi_dir, self.noise_dir, self.variant = babi_dir, noise_dir, variant
         self.index = 0
         _ = self.generators  # fail on missing bAbI files now
@@ -110,12 +113,31 @@ class BabilongBatches:
             warnings.warn(f"no {self.variant} train file for {gen.task}: training it on the en stories", stacklevel=2)
             return gen
 
-    def row(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """One sample as (x, y) int64 arrays of length n."""
+    @cached_property
+    def places(self) -> list[np.ndarray]:
+        """Per generator, each question's place in its story (1 = asked first, after the fewest facts)."""
+        return [
+            np.array([len(earlier_questions(g.questions, i)) + 1 for i in range(len(g.questions))])
+            for g in self.generators
+        ]
+
+    def question_limit(self) -> int:
+        """The latest place in its story a question of the current batch may have (0 = any): question_curriculum."""
+        stage = self.index // self.question_stage_steps if self.question_curriculum else len(self.question_curriculum)
+        return self.question_curriculum[stage] if stage < len(self.question_curriculum) else 0
+
+    def row(self, rng: np.random.Generator, n: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """One sample as (x, y) int64 arrays of length n; with ``limit``, of a question asked at most limit-th in
+        its story."""
         encode = self.codec.encode
         for _ in range(1000):
-            gen = self.generators[int(rng.integers(len(self.generators)))]
-            index = int(rng.integers(len(gen.questions)))
+            g = int(rng.integers(len(self.generators)))
+            gen = self.generators[g]
+            if limit:
+                allowed = np.flatnonzero(self.places[g] <= limit)
+                index = int(allowed[rng.integers(len(allowed))])
+            else:
+                index = int(rng.integers(len(gen.questions)))
             q = gen.questions[index]
             cue = encode(prompt_suffix(q.question))
             room = n - ANSWER_ROOM - len(cue)  # context tokens: the cue's last token is x[n - ANSWER_ROOM - 1]
@@ -155,8 +177,9 @@ class BabilongBatches:
 
     def next_batch(self, segments: int = 1) -> TaskBatch:
         rng = np.random.default_rng([self.seed, self.index])
+        limit = self.question_limit()
         self.index += 1
-        rows = [self.row(rng, segments * self.segment_len) for _ in range(self.batch_size)]
+        rows = [self.row(rng, segments * self.segment_len, limit) for _ in range(self.batch_size)]
         xs, ys = zip(*rows)
         return TaskBatch(torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), True)
 

@@ -39,6 +39,12 @@ class DataConfig:
     inline_questions: bool = False
     """babilong training: also ask the story's earlier questions where bAbI asks them, each followed by its answer
     (scored like the final one): up to 5x the answer targets per row for qa1. Evaluation is unchanged."""
+    question_curriculum: tuple[int, ...] = ()
+    """babilong training: early questions first, e.g. 1 2: for question_stage_steps steps draw only the first question
+    of each story (the one asked after the fewest facts), then questions asked at most second in their story, then
+    every question. Empty = every question from the start."""
+    question_stage_steps: int = 0
+    """Steps per question_curriculum stage."""
     babi_dir: str | None = None
     """babilong: the bAbI v1.2 folder (None = shared/data/babi found above the working directory)."""
     noise_dir: str | None = None
@@ -50,6 +56,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "babi_tasks", tuple(self.babi_tasks))  # JSON gives a list
+        object.__setattr__(self, "question_curriculum", tuple(self.question_curriculum))
         if self.task not in ("lm", "copy", "reverse", "assoc", "babilong"):
             raise ConfigError(f"data.task must be lm, copy, reverse, assoc or babilong, got {self.task!r}")
         if self.babi_variant not in ("en", "en-10k"):
@@ -63,6 +70,16 @@ class DataConfig:
             )
         if self.max_vocab < 0 or self.max_vocab == 1:
             raise ConfigError(f"data.max_vocab must be 0 (all) or >= 2, got {self.max_vocab}")
+        if self.question_curriculum and (
+            self.task != "babilong"
+            or self.question_stage_steps < 1
+            or any(not isinstance(k, int) or k < 1 for k in self.question_curriculum)
+        ):
+            raise ConfigError(
+                "data.question_curriculum is for babilong: questions' places in their stories (>= 1), with "
+                f"--data.question-stage-steps N (N >= 1); got {list(self.question_curriculum)} on {self.task}, "
+                f"{self.question_stage_steps} steps"
+            )
         if self.symbols < 2 or self.pairs < 1:
             raise ConfigError("data.symbols must be >= 2 and data.pairs >= 1")
 

@@ -93,6 +93,8 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | BpeTokenizer | N
             d.noise_dir,
             d.babi_variant,
             inline_questions=d.inline_questions,
+            question_curriculum=d.question_curriculum,
+            question_stage_steps=d.question_stage_steps,
         )
         if d.tokens == "bpe":
             tokenizer = tokenizer or BpeTokenizer.train(batches.texts(), d.max_vocab or DEFAULT_VOCAB)
