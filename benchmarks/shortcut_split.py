@@ -1,5 +1,6 @@
 """How much of a BABILong qa1 model's accuracy is the "answer the room mentioned last" shortcut: accuracy on the
-test questions that shortcut answers right, and on the others (binding people to rooms).
+test questions that shortcut answers right, and on the others (binding people to rooms); and accuracy by the
+number of facts before the question (``by_facts``: 2 for a story's first question, up to 10).
 
     python benchmarks/shortcut_split.py RUN_DIR --length 0k --samples 200
 """
@@ -36,15 +37,18 @@ def main(argv: list[str] | None = None) -> None:
     codec = babilong_codec(Path(a.run_dir), cfg)
     samples = list(Babilong("qa1", "test", count_tokens=codec.count).samples(a.length, a.samples, seed=0))
     split = {"shortcut_right": [0, 0], "shortcut_wrong": [0, 0]}
+    by_facts: dict[int, list[int]] = {}
     with torch.no_grad():
         for i in range(0, len(samples), a.batch_size):
             batch = samples[i : i + a.batch_size]
             for s, predicted in zip(batch, answers(model, batch, cfg.segment_len, codec), strict=True):
                 cell = split["shortcut_right" if last_room(s.facts) == s.answer else "shortcut_wrong"]
-                cell[0] += s.score(predicted)
-                cell[1] += 1
+                for cell in (cell, by_facts.setdefault(len(s.facts), [0, 0])):
+                    cell[0] += s.score(predicted)
+                    cell[1] += 1
     out = {"run_dir": a.run_dir, "length": a.length, "samples": len(samples)}
     out.update({k: {"correct": c, "n": n, "accuracy": round(c / max(n, 1), 3)} for k, (c, n) in split.items()})
+    out["by_facts"] = {n: {"correct": c, "n": t, "accuracy": round(c / t, 3)} for n, (c, t) in sorted(by_facts.items())}
     print(json.dumps(out))
 
 
