@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(0, len(samples), a.batch_size):
             batch = samples[i : i + a.batch_size]
             for s, predicted in zip(batch, answers(model, batch, cfg.segment_len, codec), strict=True):
-                cell = split["shortcut_right" if last_room(s.facts) == s.answer else "shortcut_wrong"]
-                for cell in (cell, by_facts.setdefault(len(s.facts), [0, 0])):
+                kind = "shortcut_right" if last_room(s.facts) == s.answer else "shortcut_wrong"
+                for cell in (split[kind], by_facts.setdefault(len(s.facts), [0, 0])):
                     cell[0] += s.score(predicted)
                     cell[1] += 1
     out = {"run_dir": a.run_dir, "length": a.length, "samples": len(samples)}

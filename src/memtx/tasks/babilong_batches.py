@@ -11,7 +11,8 @@ were the answer right-aligned instead, the cue's position in the segment would t
 for qa1's rooms) and a model learns that shortcut, which fails at evaluation. Only the answer and its newline are
 targets (cut at the row end if longer than ``ANSWER_ROOM``); with ``inline_questions`` the story's earlier
 questions also appear in the context, each right after the statements bAbI asks it after and in the same layout,
-and their answers are targets too. Batch k is a pure function of (seed, k), so resumed
+and their answers are targets too; with ``question_curriculum`` the first batches draw only questions asked early
+in their story (stage by stage). Batch k is a pure function of (seed, k), so resumed
 runs see the same batches. Train samples use bAbI train stories and the train books; evaluation the test stories
 and the test books.
 """
@@ -123,7 +124,9 @@ class BabilongBatches:
 
     def question_limit(self) -> int:
         """The latest place in its story a question of the current batch may have (0 = any): question_curriculum."""
-        stage = self.index // self.question_stage_steps if self.question_curriculum else len(self.question_curriculum)
+        if not self.question_curriculum:
+            return 0
+        stage = self.index // self.question_stage_steps
         return self.question_curriculum[stage] if stage < len(self.question_curriculum) else 0
 
     def row(self, rng: np.random.Generator, n: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
