@@ -82,10 +82,10 @@ def row(
 
 
 class PlainGPT(nn.Module):
-    def __init__(self, vocab: int, d: int = 128, layers: int = 4) -> None:
+    def __init__(self, vocab: int, d: int = 128, layers: int = 4, post_norm: bool = False) -> None:
         super().__init__()
         self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(T, d)
-        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True, norm_first=not post_norm)
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(T))
@@ -93,6 +93,32 @@ class PlainGPT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.emb(x) + self.pos(torch.arange(x.shape[1]))
         return self.head(self.ln(self.body(h, mask=self.mask, is_causal=True)))
+
+
+class MemtxGPT(nn.Module):
+    """memtx's own model (``TransformerLM``) on one window, optionally with learned absolute positions added to its
+    embeddings: the ablation bridge between the control and memtx's BABILong presets."""
+
+    def __init__(self, vocab: int, memory: str, layers: int = 4, absolute: bool = False, norm: str = "post") -> None:
+        super().__init__()
+        from dataclasses import replace
+
+        from memtx.models.transformer_lm import TransformerLM
+        from memtx.presets import _BABI_MODEL
+
+        cfg = replace(_BABI_MODEL, vocab_size=vocab, n_layers=layers, memory=memory, norm=norm)
+        if memory == "xl":
+            cfg = replace(cfg, mem_tokens=0)
+        self.lm = TransformerLM(cfg)
+        self.abs = nn.Embedding(T, cfg.d_model) if absolute else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lm = self.lm
+        h = lm.embed(x)
+        if self.abs is not None:
+            h = h + self.abs(torch.arange(x.shape[1]))
+        h, _ = lm.memory.run(lm.blocks, h, None, lm.pos)
+        return lm.head(lm.final_norm(h))
 
 
 def test_rows(questions: list[BabiQuestion], bpe: BpeTokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,7 +136,7 @@ def test_rows(questions: list[BabiQuestion], bpe: BpeTokenizer) -> tuple[torch.T
 
 
 @torch.no_grad()
-def test_accuracy(model: PlainGPT, questions: list[BabiQuestion], bpe: BpeTokenizer) -> float:
+def test_accuracy(model: nn.Module, questions: list[BabiQuestion], bpe: BpeTokenizer) -> float:
     x, where, answers = test_rows(questions, bpe)
     predicted = model(x)[torch.arange(len(x)), where].argmax(-1)
     return float((predicted == answers).float().mean())
@@ -124,6 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--model",
+        choices=("plain", "memtx-xl", "memtx-rmt"),
+        default="plain",
+        help="memtx-*: memtx's TransformerLM (babilong preset's 4x128) with that memory, one window",
+    )
+    parser.add_argument("--post-norm", action="store_true", help="plain: post-norm layers (memtx's default)")
+    parser.add_argument("--norm", choices=("post", "pre"), default="post", help="memtx-*: model.norm")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--absolute", action="store_true", help="memtx-*: add learned absolute positions")
     parser.add_argument("--lm", action="store_true", help="score every token, not only the answers")
     parser.add_argument("--max-facts", type=int, default=0, help="only questions asked after at most this many facts")
     parser.add_argument(
@@ -136,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--every", type=int, default=250)
     a = parser.parse_args(argv)
-    torch.manual_seed(0)
-    rng = random.Random(0)
+    torch.manual_seed(a.seed)
+    rng = random.Random(a.seed)
     train, test = load_babi("qa1", "train", variant="en-10k"), load_babi("qa1", "test")
     if a.max_facts:
         test = [q for q in test if len(q.facts) <= a.max_facts]
@@ -148,7 +184,10 @@ def main(argv: list[str] | None = None) -> None:
 
     stages = [chosen(n) for n in a.fact_curriculum] + [chosen(a.max_facts)]
     bpe = BpeTokenizer.train((t for q in train for t in (*q.facts, q.question, q.answer)), 1024)
-    model = PlainGPT(bpe.vocab_size, layers=a.layers)
+    if a.model == "plain":
+        model = PlainGPT(bpe.vocab_size, layers=a.layers, post_norm=a.post_norm)
+    else:
+        model = MemtxGPT(bpe.vocab_size, a.model.split("-")[1], layers=a.layers, absolute=a.absolute, norm=a.norm)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     start = time.time()
@@ -168,7 +207,15 @@ def main(argv: list[str] | None = None) -> None:
         if step % a.every == 0:
             acc = test_accuracy(model, test, bpe)
             print(
-                json.dumps({"mode": a.mode, "step": step, "test_accuracy": acc, "seconds": round(time.time() - start)})
+                json.dumps(
+                    {
+                        "model": a.model,
+                        "mode": a.mode,
+                        "step": step,
+                        "test_accuracy": acc,
+                        "seconds": round(time.time() - start),
+                    }
+                )
             )
 
 

@@ -1,10 +1,13 @@
 """Recurrence is only a rewrite: segmented with the cache == one full pass under the band mask; incremental
 generation == the full forward; the cache is detached and truncated."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from memtx.memory.reference import reference_attention
 from memtx.models.config import ModelConfig
 from memtx.models.generation import generate
 from memtx.models.transformer_lm import TransformerLM
@@ -14,6 +17,8 @@ CONFIGS = {
     "transformer": dict(block="transformer", n_persistent=0, d_ff=8),
     "allattn-adaptive": dict(block="allattn", n_persistent=4, adaptive_span=True, span_init=0.3, span_ramp=2),
     "transformer-adaptive": dict(block="transformer", n_persistent=0, d_ff=8, adaptive_span=True, span_init=0.5),
+    "allattn-pre": dict(block="allattn", n_persistent=4, norm="pre"),
+    "transformer-pre": dict(block="transformer", n_persistent=2, d_ff=8, norm="pre"),
 }
 
 
@@ -39,6 +44,30 @@ def test_segmented_equals_full_pass(name, seg):
     x = torch.randint(0, 32, (2, 23))
     full = model(x).logits
     torch.testing.assert_close(segmented_logits(model, x, seg)[0], full, rtol=1e-10, atol=1e-10)
+
+
+def test_pre_norm_is_the_residual_around_normalised_inputs():
+    """norm='pre', written out by hand with the slow attention: h + Attn(LN(h)), then h + FFN(LN(h)), a final LN
+    before the head; the post-norm twin of the same weights gives other logits."""
+    model = tiny("transformer-pre")
+    for p in model.parameters():  # move the LayerNorms off their identity initialisation
+        p.data.add_(0.1 * torch.randn_like(p))
+    x = torch.randint(0, 32, (2, 9))
+    pad = model.cfg.span  # no cache: the whole window is absent
+    h = model.embed(x)
+    for block in model.blocks:
+        a = block.attn
+        n = F.pad(block.norm_attn(h), (0, 0, pad, 0))  # the absent window positions (masked: any value does)
+        k, v = a.project_kv(n)
+        pk, pv = block.persistent()
+        out = reference_attention(a._heads(a.q(n[:, pad:])), k, v, model.pos, n_pad=pad, extra_k=pk, extra_v=pv)
+        h = h + a.o(out.transpose(1, 2).flatten(2))
+        h = h + block.ff(block.norm_ff(h))
+    expected = model.head(model.final_norm(h))
+    torch.testing.assert_close(model(x).logits, expected, rtol=1e-10, atol=1e-10)
+    post = TransformerLM(replace(model.cfg, norm="post")).double()
+    post.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("final_norm")})
+    assert not torch.allclose(post(x).logits, expected)
 
 
 def test_full_pass_is_banded():

@@ -1,4 +1,5 @@
-"""Layers of the LM: the All-attention block and the Transformer baseline block (both post-norm)."""
+"""Layers of the LM: the All-attention block and the Transformer baseline block, post-norm as in the papers or
+pre-norm (``ModelConfig.norm``)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from memtx.nn.feedforward import FeedForward
 
 
 class AllAttentionBlock(nn.Module):
-    """h <- LayerNorm(h + Attn(h over [cache ; h] and the persistent vectors)); no FFN, no residual dropout."""
+    """h <- LayerNorm(h + Attn(h over [cache ; h] and the persistent vectors)); no FFN, no residual dropout.
+    Pre-norm: h <- h + Attn(LN(h) over LN([cache ; h])), the cache holding the blocks' un-normalised inputs."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.span = cfg.span
+        self.pre_norm = cfg.norm == "pre"
         self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
         self.persistent = PersistentMemory(cfg.n_heads, cfg.d_head, cfg.n_persistent) if cfg.n_persistent > 0 else None
         self.adaptive_span = (
@@ -40,8 +43,16 @@ class AllAttentionBlock(nn.Module):
         # a span of 512 over a segment of 256 would score 512 padded keys per query
         window = min(self.window(), h.shape[1] + (cache.shape[1] if cache is not None else 0))
         context, n_pad = window_context(cache, h, window)
+        x = h
+        if self.pre_norm:
+            context = self.norm_attn(context)
+            x = context[:, context.shape[1] - h.shape[1] :]
         k, v = self.attn.project_kv(context)
-        return self._finish(h, self._attend(h, k, v, n_pad, window, pos))
+        return self._finish(h, self._attend(x, k, v, n_pad, window, pos))
+
+    def keys_input(self, states: Tensor) -> Tensor:
+        """What the keys and values of cached states are projected from (normalised first when pre-norm)."""
+        return self.norm_attn(states) if self.pre_norm else states
 
     def decode(
         self, h: Tensor, kv: tuple[Tensor, Tensor, int], pos: Tensor, prefix: tuple[Tensor, Tensor] | None
@@ -50,10 +61,11 @@ class AllAttentionBlock(nn.Module):
         hold the projected states before it (the inference twin of the hidden-state cache, ``KVCacheState``);
         prefix = this layer's ``persistent()``. Returns (h, the buffers with this position appended)."""
         window = self.window()
-        k_buf, v_buf, n = append_kv(*kv, *self.attn.project_kv(h), keep=window - 1)
+        x = self.keys_input(h)
+        k_buf, v_buf, n = append_kv(*kv, *self.attn.project_kv(x), keep=window - 1)
         start = max(0, n - window)  # itself and the window-1 before it
         attn = self.attn.attend_step(
-            h,
+            x,
             k_buf[:, :, start:n],
             v_buf[:, :, start:n],
             pos[:, pos.shape[1] - window :],
@@ -74,7 +86,7 @@ class AllAttentionBlock(nn.Module):
         )
 
     def _finish(self, h: Tensor, attn: Tensor) -> Tensor:
-        return self.norm_attn(h + attn)
+        return h + attn if self.pre_norm else self.norm_attn(h + attn)
 
 
 class TransformerBlock(AllAttentionBlock):
@@ -87,4 +99,4 @@ class TransformerBlock(AllAttentionBlock):
 
     def _finish(self, h: Tensor, attn: Tensor) -> Tensor:
         h = super()._finish(h, attn)
-        return self.norm_ff(h + self.ff(h))
+        return h + self.ff(self.norm_ff(h)) if self.pre_norm else self.norm_ff(h + self.ff(h))

@@ -28,6 +28,9 @@ class ModelConfig:
     """H: attention heads; must divide d_model."""
     block: Literal["allattn", "transformer"] = "allattn"
     """Layer type: 'allattn' (persistent memory, no FFN) or 'transformer' (attention + FFN)."""
+    norm: Literal["post", "pre"] = "post"
+    """Where the LayerNorms sit: 'post' (the papers': LN(h + sublayer(h))) or 'pre' (h + sublayer(LN(h)), with a
+    final LN before the head; keys and values are then projected from normalised states, the cache's included)."""
     n_persistent: int = 256
     """N: persistent key/value vectors per head and per layer (0 = plain attention)."""
     d_ff: int = 1024
@@ -103,6 +106,8 @@ class ModelConfig:
             )
         if self.block not in ("allattn", "transformer"):
             raise ConfigError(f"model.block must be 'allattn' or 'transformer', got {self.block!r}")
+        if self.norm not in ("post", "pre"):
+            raise ConfigError(f"model.norm must be 'post' or 'pre', got {self.norm!r}")
         if self.n_persistent < 0:
             raise ConfigError(f"model.n_persistent must be >= 0, got {self.n_persistent}")
         if self.block == "transformer" and self.d_ff < 1:

@@ -56,6 +56,7 @@ class TransformerLM(nn.Module):
         block = AllAttentionBlock if cfg.block == "allattn" else TransformerBlock
         self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_layers))
         self.memory = build_memory(cfg)
+        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
         if cfg.adaptive:
             tie = self.embed if cfg.tie_adaptive else None
             self.head = AdaptiveHead(cfg.d_model, cfg.vocab_size, cfg.cutoffs, cfg.adaptive_factor, tie_to=tie)
@@ -67,7 +68,7 @@ class TransformerLM(nn.Module):
         targets (B, T) next-token ids (-100 = not scored) to also get each target's nats in ``nll``."""
         h = self.emb_dropout(self.embed(x))
         h, state = self.memory.run(self.blocks, h, state, self.pos)
-        h = self.emb_dropout(h)
+        h = self.emb_dropout(self.final_norm(h))
         if isinstance(self.head, AdaptiveHead):
             nll = self.head.nll(h, targets) if targets is not None else None
             return LMOutput(self.head.log_prob(h) if targets is None else None, state, nll)
@@ -96,7 +97,7 @@ class TransformerLM(nn.Module):
             cache = state.hidden[i] if state is not None else None
             if cache is None:
                 cache = self.pos.new_zeros(batch_size, 0, self.cfg.d_model)
-            k, v = block.attn.project_kv(cache[:, max(0, cache.shape[1] - (block.window() - 1)) :])
+            k, v = block.attn.project_kv(block.keys_input(cache[:, max(0, cache.shape[1] - (block.window() - 1)) :]))
             k, v, n = kv_buffers(k, v, 2 * block.window())
             keys.append(k)
             values.append(v)
@@ -113,7 +114,9 @@ class TransformerLM(nn.Module):
             h, layer = block.decode(h, layer, self.pos, prefix)
             layers.append(layer)
         keys, values, lengths = zip(*layers, strict=True)
-        return self.scores(self.emb_dropout(h))[:, -1], KVCacheState(keys, values, lengths, kv.prefixes)
+        return self.scores(self.emb_dropout(self.final_norm(h)))[:, -1], KVCacheState(
+            keys, values, lengths, kv.prefixes
+        )
 
     def aux_loss(self) -> Tensor | float:
         """Regularisers to add to the training loss (the adaptive-span L1 penalty), 0.0 when there are none."""
