@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
 
 import numpy as np
@@ -29,6 +30,17 @@ from memtx.tasks.babilong import BabiQuestion, load_babi
 from memtx.tasks.babilong_batches import earlier_questions, prompt_suffix
 
 T = 192
+PEOPLE = ("Mary", "John", "Daniel", "Sandra")  # qa1's people and rooms
+ROOMS = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
+MORE_PEOPLE = "Anna Ben Carl Dora Emma Fred Gina Hugo Iris Jack Kate Liam Nora Omar Paul Rosa Sam Tina Uma Vera".split()
+MORE_ROOMS = "attic basement cellar garage library pantry porch studio lobby balcony yard lounge".split()
+
+
+def renaming(rng: random.Random) -> dict[str, str]:
+    """A row's entity renaming (``--rename``): qa1's 4 people and 6 rooms to distinct random picks from larger
+    pools that include them, so that no name or room carries anything across rows but its place in the story."""
+    people, rooms = rng.sample((*PEOPLE, *MORE_PEOPLE), 4), rng.sample((*ROOMS, *MORE_ROOMS), 6)
+    return dict(zip((*PEOPLE, *ROOMS), (*people, *rooms), strict=True))
 
 
 def mover(fact: str) -> tuple[str, str]:
@@ -45,6 +57,7 @@ def row(
     rng: random.Random,
     lm: bool = False,
     inline: bool = True,
+    rename: dict[str, str] | None = None,
 ):
     """(x, y) of length T for question ``index``: pad, facts with questions inline, the question; answers scored
     (every token with ``lm``)."""
@@ -53,6 +66,8 @@ def row(
     scored: list[bool] = []
 
     def add(text: str, target: bool = False) -> None:
+        if rename:
+            text = re.sub(r"\w+", lambda m: rename.get(m.group(0), m.group(0)), text)
         e = bpe.encode(text)
         ids.extend(e)
         scored.extend([target or lm] * len(e))
@@ -159,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--post-norm", action="store_true", help="plain: post-norm layers (memtx's default)")
     parser.add_argument("--norm", choices=("post", "pre"), default="post", help="memtx-*: model.norm")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rename", action="store_true", help="train rows rename people and rooms from larger pools")
     parser.add_argument("--absolute", action="store_true", help="memtx-*: add learned absolute positions")
     parser.add_argument("--lm", action="store_true", help="score every token, not only the answers")
     parser.add_argument("--max-facts", type=int, default=0, help="only questions asked after at most this many facts")
@@ -183,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         return [i for i, q in enumerate(train) if not limit or len(q.facts) <= limit]
 
     stages = [chosen(n) for n in a.fact_curriculum] + [chosen(a.max_facts)]
-    bpe = BpeTokenizer.train((t for q in train for t in (*q.facts, q.question, q.answer)), 1024)
+    texts = [t for q in train for t in (*q.facts, q.question, q.answer)]
+    if a.rename:  # the extra names and rooms in the tokenizer's training text
+        texts += [f"{w} {w}." for w in MORE_PEOPLE + MORE_ROOMS for _ in range(2000)]
+    bpe = BpeTokenizer.train(texts, 1024)
     if a.model == "plain":
         model = PlainGPT(bpe.vocab_size, layers=a.layers, post_norm=a.post_norm)
     else:
@@ -194,7 +213,16 @@ def main(argv: list[str] | None = None) -> None:
     for step in range(1, a.steps + 1):
         pool = stages[min((step - 1) // a.stage_steps, len(stages) - 1)]
         rows = [
-            row(train, rng.choice(pool), bpe, a.mode == "aug", rng, a.lm, a.mode != "plain")
+            row(
+                train,
+                rng.choice(pool),
+                bpe,
+                a.mode == "aug",
+                rng,
+                a.lm,
+                a.mode != "plain",
+                renaming(rng) if a.rename else None,
+            )
             for _ in range(a.batch_size)
         ]
         x, y = (torch.tensor(np.stack(r)) for r in zip(*rows, strict=True))
