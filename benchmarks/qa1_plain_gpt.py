@@ -20,12 +20,15 @@ import json
 import random
 import re
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from memtx.data.bpe import BpeTokenizer
+from memtx.models.transformer_lm import TransformerLM
+from memtx.presets import PRESETS
 from memtx.tasks.babilong import BabiQuestion, load_babi
 from memtx.tasks.babilong_batches import earlier_questions, prompt_suffix
 
@@ -111,29 +114,16 @@ class PlainGPT(nn.Module):
 
 
 class MemtxGPT(nn.Module):
-    """memtx's own model (``TransformerLM``) on one window, optionally with learned absolute positions added to its
-    embeddings: the ablation bridge between the control and memtx's BABILong presets."""
+    """memtx's own model (``TransformerLM``, the babilong presets' model) on one window: the bridge between the
+    control and memtx's BABILong presets."""
 
-    def __init__(self, vocab: int, memory: str, layers: int = 4, absolute: bool = False, norm: str = "post") -> None:
+    def __init__(self, vocab: int, memory: str, layers: int = 4, norm: str = "post") -> None:
         super().__init__()
-        from dataclasses import replace
-
-        from memtx.models.transformer_lm import TransformerLM
-        from memtx.presets import _BABI_MODEL
-
-        cfg = replace(_BABI_MODEL, vocab_size=vocab, n_layers=layers, memory=memory, norm=norm)
-        if memory == "xl":
-            cfg = replace(cfg, mem_tokens=0)
+        cfg = replace(PRESETS[f"babilong-qa1-{memory}"][1].model, vocab_size=vocab, n_layers=layers, norm=norm)
         self.lm = TransformerLM(cfg)
-        self.abs = nn.Embedding(T, cfg.d_model) if absolute else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lm = self.lm
-        h = lm.embed(x)
-        if self.abs is not None:
-            h = h + self.abs(torch.arange(x.shape[1]))
-        h, _ = lm.memory.run(lm.blocks, h, None, lm.pos)
-        return lm.head(lm.final_norm(h))
+        return self.lm(x).logits
 
 
 def test_rows(questions: list[BabiQuestion], bpe: BpeTokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -175,7 +165,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--norm", choices=("post", "pre"), default="post", help="memtx-*: model.norm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rename", action="store_true", help="train rows rename people and rooms from larger pools")
-    parser.add_argument("--absolute", action="store_true", help="memtx-*: add learned absolute positions")
     parser.add_argument("--lm", action="store_true", help="score every token, not only the answers")
     parser.add_argument("--max-facts", type=int, default=0, help="only questions asked after at most this many facts")
     parser.add_argument(
@@ -206,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.model == "plain":
         model = PlainGPT(bpe.vocab_size, layers=a.layers, post_norm=a.post_norm)
     else:
-        model = MemtxGPT(bpe.vocab_size, a.model.split("-")[1], layers=a.layers, absolute=a.absolute, norm=a.norm)
+        model = MemtxGPT(bpe.vocab_size, a.model.split("-")[1], layers=a.layers, norm=a.norm)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     start = time.time()
