@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memtx.memory.reference import reference_attention
-from memtx.ops.attention import band_scatter, band_view, relative_attention
+from memtx.ops.attention import band_scatter, band_view, causal_applies, relative_attention
 
 
 def _inputs(B, H, T, W, Dh, N, span_mask, seed=0):
@@ -42,6 +42,31 @@ def test_fast_equals_reference_forward_and_grads(T, W, N, span_mask, pad, chunk)
     g_ref = torch.autograd.grad((ref * w).sum(), list(x.values()))
     for name, a, b in zip(x, g_fast, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("T, W", [(5, 5), (3, 6), (2, 3), (7, 4), (8, 4)])
+@pytest.mark.parametrize("N", [0, 2])
+def test_causal_layout_equals_reference_forward_and_grads(T, W, N):
+    """No key in the window (n_pad = W: no cache): the causal layout, for segments shorter than, as long as and
+    longer than the window (up to 2W), with and without persistent vectors."""
+    assert causal_applies(T, W, W, None, 0.0, False)
+    x = _inputs(2, 3, T, W, 4, N, False, seed=T * 10 + W)
+    fast = relative_attention(**x, n_pad=W)
+    ref = reference_attention(**x, n_pad=W)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+    w = torch.randn_like(fast)
+    g_fast = torch.autograd.grad((fast * w).sum(), list(x.values()))
+    g_ref = torch.autograd.grad((ref * w).sum(), list(x.values()))
+    for name, a, b in zip(x, g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
+
+
+def test_causal_layout_only_without_window_keys_span_mask_or_dropout():
+    assert not causal_applies(5, 5, 4, None, 0.0, False)  # one window key present: the band
+    assert not causal_applies(5, 5, 5, torch.ones(1, 1, 5), 0.0, False)
+    assert not causal_applies(5, 5, 5, None, 0.1, True)
+    assert causal_applies(5, 5, 5, None, 0.1, False)  # dropout off in eval
+    assert not causal_applies(11, 5, 5, None, 0.0, False)  # a segment much longer than the window: the band
 
 
 def test_no_persistent_no_positions_is_plain_band_attention():

@@ -19,6 +19,10 @@ Query ``i`` of the segment sits at key index ``W+i`` of ``[window ; segment]`` a
 tokens *before* it); memtx includes it, so that no query ever has an empty context (the first byte of a stream
 with an empty cache) and a segmented pass is exactly a causal band-masked full pass. Compute is the same.
 
+Without any key in the window (no cache: a one-window model, every memory-token segment, a first segment), the
+band's first W key columns are all absent: ``_CausalRelative`` then works in absolute coordinates over the segment
+alone, (T, T) instead of (T, 2T) key columns (1.5-2.1x faster attention, forward and backward, at T = 128-224).
+
 The slow, obviously correct twin is ``memtx.memory.reference.reference_attention``.
 """
 
@@ -111,11 +115,20 @@ def relative_attention(
     if k.shape[-2] != window + t:
         raise ValueError(f"keys cover {k.shape[-2]} positions, expected window {window} + segment {t}")
     q = q * q.shape[-1] ** -0.5  # the softmax temperature, applied to q (T x Dh) rather than the logits (T x W+N)
+    if causal_applies(t, window, n_pad, span_mask, dropout_p, training):
+        return _CausalRelative.apply(q, k[..., window:, :], v[..., window:, :], pos, extra_k, extra_v)
     logits = _BandLogits.apply(q, k, pos, extra_k, chunk)  # B,H,T,W(+N)
     if n_pad > 0:
         logits = logits.masked_fill(_pad_columns(missing_key_mask(t, window, n_pad, q.device), logits), float("-inf"))
     probs = _weights(logits, window, span_mask, dropout_p, training)
     return _BandMix.apply(probs, v, extra_v, window, chunk)
+
+
+def causal_applies(t: int, window: int, n_pad: int, span_mask: Tensor | None, dropout_p: float, training: bool) -> bool:
+    """Whether ``relative_attention`` takes the causal layout: the window holds no key (no cache: a one-window
+    model, memory-token segments, a first segment), so the band's first W key columns are all masked; no
+    adaptive-span mask or dropout (the band path keeps those); a segment at most twice the window."""
+    return n_pad == window and span_mask is None and not (dropout_p > 0.0 and training) and t <= 2 * window
 
 
 def _pad_columns(mask: Tensor, logits: Tensor) -> Tensor:
@@ -203,6 +216,62 @@ class _BandMix(torch.autograd.Function):
             dprobs[..., window:] = torch.matmul(grad, extra_v.transpose(-1, -2))
             dextra = torch.matmul(p_ext.transpose(-1, -2), grad).flatten(0, -4).sum(0)
         return dprobs, dv, dextra, None, None
+
+
+class _CausalRelative(torch.autograd.Function):
+    """Relative attention of a segment over itself alone (and the persistent vectors), in absolute coordinates:
+    (T, T+N) logits ``q.k + q.p_(i-j)``, the causal band mask, one softmax, probs times ``[v ; persistent v]``,
+    where the band layout would compute (T, 2T) key columns, half of them absent. The position term is one matmul
+    with the table padded to T+1 columns (column c = distance T-c), whose (T, T+1) result read as (T+1, T) rows
+    1..T is the term in absolute coordinates (Transformer-XL's relative shift, here a view, not a copy)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, pos: Tensor, extra_k: Tensor | None, extra_v: Tensor | None):
+        *lead, t, _ = q.shape
+        window = pos.shape[-1]
+        pos_pad = F.pad(pos, (t + 1 - window, 0))  # distances >= window: zero (masked); a window > T+1: cropped
+        shifted = torch.matmul(q, pos_pad).view(*lead, t + 1, t)[..., 1:, :]  # [i, j] = q_i . p_(i-j)
+        if extra_k is not None:
+            k = torch.cat([k, extra_k.expand(*lead, -1, -1)], dim=-2)
+            v = torch.cat([v, extra_v.expand(*lead, -1, -1)], dim=-2)
+        logits = torch.matmul(q, k.transpose(-1, -2))
+        logits[..., :t] += shifted
+        logits.masked_fill_(_causal_band_mask(t, window, k.shape[-2], q.device), float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        ctx.window = window
+        ctx.save_for_backward(q, k, v, pos_pad, probs)
+        return torch.matmul(probs, v)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, pos_pad, probs = ctx.saved_tensors
+        *lead, t, dh = q.shape
+        dv = torch.matmul(probs.transpose(-1, -2), grad)
+        dlogits = torch._softmax_backward_data(torch.matmul(grad, v.transpose(-1, -2)), probs, -1, probs.dtype)
+        dq = torch.matmul(dlogits, k)
+        dk = torch.matmul(dlogits.transpose(-1, -2), q)
+        dshift = dlogits.new_empty(*lead, t + 1, t)  # the gradient of the (T, T+1) position term, read as rows
+        dshift[..., 0, :] = 0
+        dshift[..., 1:, :] = dlogits[..., :t]
+        dshift = dshift.view(*lead, t, t + 1)
+        dq += torch.matmul(dshift, pos_pad.transpose(0, 1))
+        dpos = torch.matmul(q.reshape(-1, dh).transpose(0, 1), dshift.reshape(-1, t + 1))
+        dpos = F.pad(dpos, (ctx.window - t - 1, 0))  # back to the table's W columns
+        dextra_k = dextra_v = None
+        if k.shape[-2] > t:  # persistent vectors: their gradient summed over the batch
+            dextra_k = dk[..., t:, :].flatten(0, -4).sum(0)
+            dextra_v = dv[..., t:, :].flatten(0, -4).sum(0)
+            dk, dv = dk[..., :t, :], dv[..., :t, :]
+        return dq, dk, dv, dpos, dextra_k, dextra_v
+
+
+def _causal_band_mask(t: int, window: int, n_keys: int, device: torch.device) -> Tensor:
+    """(T, n_keys) bool, True where query i may not see key j < T (j > i or i - j >= window); the columns from T
+    on (persistent) are never masked."""
+    i = torch.arange(t, device=device).unsqueeze(1)
+    j = torch.arange(n_keys, device=device)
+    return (j < t) & ((j > i) | (i - j >= window))
 
 
 def relative_attention_step(
