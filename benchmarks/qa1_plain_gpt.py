@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rename", action="store_true", help="train rows rename people and rooms from larger pools")
     parser.add_argument("--lm", action="store_true", help="score every token, not only the answers")
+    parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="train rows draw questions the last-mentioned room answers and the others half of the time each",
+    )
     parser.add_argument("--max-facts", type=int, default=0, help="only questions asked after at most this many facts")
     parser.add_argument(
         "--fact-curriculum",
@@ -187,7 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     def chosen(limit: int) -> list[int]:
         return [i for i, q in enumerate(train) if not limit or len(q.facts) <= limit]
 
-    stages = [chosen(n) for n in a.fact_curriculum] + [chosen(a.max_facts)]
+    def halves(pool: list[int]) -> list[list[int]]:
+        """--balance: [questions the last-mentioned room answers, the others]; else [pool]."""
+        if not a.balance:
+            return [pool]
+        last = [i for i in pool if train[i].answer == mover(train[i].facts[-1])[1]]
+        return [last, sorted(set(pool) - set(last))]
+
+    stages = [halves(chosen(n)) for n in a.fact_curriculum] + [halves(chosen(a.max_facts))]
     texts = [t for q in train for t in (*q.facts, q.question, q.answer)]
     if a.rename:  # the extra names and rooms in the tokenizer's training text
         texts += [f"{w} {w}." for w in MORE_PEOPLE + MORE_ROOMS for _ in range(2000)]
@@ -204,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = [
             row(
                 train,
-                rng.choice(pool),
+                rng.choice(rng.choice(pool) if len(pool) > 1 else pool[0]),  # unbalanced: the same draws as before
                 bpe,
                 a.mode == "aug",
                 rng,
