@@ -29,12 +29,14 @@ def _inputs(B, H, T, W, Dh, N, span_mask, seed=0):
     span_mask=st.booleans(),
     pad=st.integers(0, 7),
     chunk=st.integers(1, 7),
+    group=st.integers(1, 4),
 )
-def test_fast_equals_reference_forward_and_grads(T, W, N, span_mask, pad, chunk):
-    """Every query-block size (one block, ragged last block, one query per block) gives the reference."""
+def test_fast_equals_reference_forward_and_grads(T, W, N, span_mask, pad, chunk, group):
+    """Every band block (one block, ragged last blocks of queries or batch rows, one query per block) gives the
+    reference."""
     n_pad = min(pad, W)
-    x = _inputs(2, 2, T, W, 3, N, span_mask)
-    fast = relative_attention(**x, n_pad=n_pad, chunk=chunk)
+    x = _inputs(3, 2, T, W, 3, N, span_mask)
+    fast = relative_attention(**x, n_pad=n_pad, chunk=chunk, group=group)
     ref = reference_attention(**x, n_pad=n_pad)
     torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
     w = torch.randn_like(fast)
@@ -59,6 +61,26 @@ def test_causal_layout_equals_reference_forward_and_grads(T, W, N):
     g_ref = torch.autograd.grad((ref * w).sum(), list(x.values()))
     for name, a, b in zip(x, g_fast, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("span_mask", [False, True])
+def test_dropout_gradients_are_those_of_the_forward(span_mask):
+    """Attention dropout (band path): reproducible under a seed, not the no-dropout output, and its gradients
+    (every input, span mask included) match finite differences of the same dropped forward."""
+    x = _inputs(3, 2, 5, 4, 3, 2, span_mask)
+
+    def dropped(*args):
+        torch.manual_seed(7)  # the same keep masks at every call
+        return relative_attention(*args[:4], n_pad=1, extra_k=args[4], extra_v=args[5],
+                                  span_mask=args[6] if span_mask else None, dropout_p=0.3, training=True,
+                                  chunk=2, group=2)  # fmt: skip
+
+    inputs = tuple(x.values())
+    out = dropped(*inputs)
+    torch.testing.assert_close(out, dropped(*inputs), rtol=0, atol=0)
+    assert not torch.allclose(out, relative_attention(*inputs[:4], n_pad=1, extra_k=inputs[4], extra_v=inputs[5],
+                                                      span_mask=inputs[6] if span_mask else None))  # fmt: skip
+    assert torch.autograd.gradcheck(dropped, inputs)
 
 
 def test_causal_layout_only_without_window_keys_span_mask_or_dropout():
