@@ -26,6 +26,7 @@ from memtx.models.generation import generate
 from memtx.models.segments import segments
 from memtx.models.transformer_lm import TransformerLM
 from memtx.presets import PRESETS
+from memtx.runtime import autocast, resolve_device
 from memtx.training.config import OptimConfig
 from memtx.training.optim import build_optimizer, clip_gradients
 
@@ -57,27 +58,47 @@ def model_flops_per_token(cfg: ModelConfig, training: bool = True) -> float:
     return 3 * forward if training else forward
 
 
-def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> tuple[float, list[float]]:
+CPU = torch.device("cpu")
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (GPU kernels run asynchronously; timings must include them)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(
+    fn: Callable[[], Any], repeats: int, warmup: int = 2, device: torch.device = CPU
+) -> tuple[float, list[float]]:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         fn()
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
 
 
-def _memtx_train_step(cfg: ModelConfig, batch_size: int, segment_len: int, n_segments: int = 1) -> Callable[[], float]:
+def _peak_gpu(device: torch.device) -> dict[str, float]:
+    """The device's peak allocated memory in this process (the runner adds the peak RSS)."""
+    return {"peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {}
+
+
+def _memtx_train_step(cfg: ModelConfig, batch_size: int, segment_len: int, n_segments: int = 1,
+                      device: str = "cpu", precision: str = "fp32") -> Callable[[], float]:  # fmt: skip
     """One Adam step per call over `n_segments` consecutive segments of a contiguous random-byte stream (memory
     carried through them with gradients, memtx's bptt_depth -1, and into the next call detached); loss = mean
-    next-byte cross-entropy over the step's positions."""
+    next-byte cross-entropy over the step's positions. On `device`, under `precision` (fp32 | bf16 autocast)."""
     torch.manual_seed(0)
-    model = TransformerLM(cfg)
+    dev = resolve_device(device)
+    model = TransformerLM(cfg).to(dev)
     params = list(model.parameters())
     optim_cfg = OptimConfig(name="adam", lr=1e-3, clip=1.0)
     opt = build_optimizer(params, optim_cfg)
-    data = torch.randint(0, 256, (batch_size, 64 * segment_len + 1))
+    data = torch.randint(0, 256, (batch_size, 64 * segment_len + 1), device=dev)
     length = n_segments * segment_len
     box: dict[str, Any] = {"state": None, "pos": 0}
 
@@ -85,8 +106,10 @@ def _memtx_train_step(cfg: ModelConfig, batch_size: int, segment_len: int, n_seg
         p = box["pos"] % (data.shape[1] - length - 1)
         x, y = data[:, p : p + length], data[:, p + 1 : p + length + 1]
         loss = 0.0
-        for columns, out in segments(model, x, box["state"], segment_len):
-            loss = loss + F.cross_entropy(out.logits.flatten(0, 1), y[:, columns].flatten(), reduction="sum")
+        with autocast(dev, precision):
+            for columns, out in segments(model, x, box["state"], segment_len):
+                logits = out.logits.flatten(0, 1).float()
+                loss = loss + F.cross_entropy(logits, y[:, columns].flatten(), reduction="sum")
         loss = loss / y.numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -118,49 +141,59 @@ def _alternate(
 
 
 @case
-def gemm(size: int = 2048, repeats: int = 10) -> dict[str, Any]:
-    """fp32 matrix-multiply rate: the ceiling model FLOP/s are compared with."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    t, _ = _median_time(lambda: torch.mm(a, b), repeats)
-    return {"size": size, "gflops": 2 * size**3 / t / 1e9}
+def gemm(size: int = 2048, repeats: int = 10, device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
+    """Matrix-multiply rate (fp32, or bf16 with ``precision``): the ceiling model FLOP/s are compared with."""
+    dev = resolve_device(device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(size, size, device=dev, dtype=dtype), torch.randn(size, size, device=dev, dtype=dtype)
+    t, _ = _median_time(lambda: torch.mm(a, b), repeats, device=dev)
+    return {"size": size, "gflops": 2 * size**3 / t / 1e9, "device": str(dev), "precision": precision}
 
 
 @case
-def train(model: str = "allattn-256", batch_size: int = 16, segment_len: int = 256, repeats: int = 6) -> dict[str, Any]:
+def train(model: str = "allattn-256", batch_size: int = 16, segment_len: int = 256, repeats: int = 6,
+          device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:  # fmt: skip
     """Training tokens/s (median over steps, cache carried) and achieved model FLOP/s."""
     cfg = model_config(model)
-    t, times = _median_time(_memtx_train_step(cfg, batch_size, segment_len), repeats)
+    dev = resolve_device(device)
+    step = _memtx_train_step(cfg, batch_size, segment_len, device=device, precision=precision)
+    t, times = _median_time(step, repeats, device=dev)
     tokens = batch_size * segment_len
     flops = model_flops_per_token(cfg)
     return {"model": model, "tokens_per_s": tokens / t, "step_s": times, "model_flops_per_token": flops,
-            "model_gflops": flops * tokens / t / 1e9}  # fmt: skip
+            "model_gflops": flops * tokens / t / 1e9, "device": str(dev), "precision": precision,
+            "batch_size": batch_size, **_peak_gpu(dev)}  # fmt: skip
 
 
 @case
 def generate_tokens(model: str = "allattn-256", batch_size: int = 1, prompt: int = 256, length: int = 512,
-                    repeats: int = 3, compile: bool = False) -> dict[str, Any]:  # fmt: skip
+                    repeats: int = 3, compile: bool = False, device: str = "cpu") -> dict[str, Any]:  # fmt: skip
     """Generation tokens/s with the cache: the prompt read in segments, then one token per step (compiled with
     torch.compile when `compile`; compilation happens in the warm-up call and is not timed)."""
     torch.manual_seed(0)
-    lm = TransformerLM(model_config(model)).eval()
-    p = torch.randint(0, 256, (batch_size, prompt))
-    t, _ = _median_time(lambda: generate(lm, p, length, compile=compile), repeats, warmup=1)
+    dev = resolve_device(device)
+    lm = TransformerLM(model_config(model)).to(dev).eval()
+    p = torch.randint(0, 256, (batch_size, prompt), device=dev)
+    t, _ = _median_time(lambda: generate(lm, p, length, compile=compile), repeats, warmup=1, device=dev)
     return {"model": model, "batch_size": batch_size, "prompt": prompt, "length": length, "compile": compile,
-            "tokens_per_s": batch_size * length / t}  # fmt: skip
+            "tokens_per_s": batch_size * length / t, "device": str(dev), **_peak_gpu(dev)}  # fmt: skip
 
 
 @case
-def context(span: int = 1024, segment_len: int = 512, batch_size: int = 1, repeats: int = 3) -> dict[str, Any]:
+def context(span: int = 1024, segment_len: int = 512, batch_size: int = 1, repeats: int = 3,
+            device: str = "cpu") -> dict[str, Any]:  # fmt: skip
     """Cost against context length for full attention: one segment read with a full cache of `span` states
     (each token attends to the `span` before it), forward only; time per token."""
     torch.manual_seed(0)
+    dev = resolve_device(device)
     cfg = replace(model_config("allattn-256"), span=span)
-    lm = TransformerLM(cfg).eval()
+    lm = TransformerLM(cfg).to(dev).eval()
     with torch.no_grad():  # a full cache of random states: the cost does not depend on the values
-        state = XLCacheState(tuple(torch.randn(batch_size, span, cfg.d_model) for _ in range(cfg.n_layers)))
-        x = torch.randint(0, 256, (batch_size, segment_len))
-        t, _ = _median_time(lambda: lm(x, state), repeats, warmup=1)
-    return {"span": span, "segment_len": segment_len, "us_per_token": t / (batch_size * segment_len) * 1e6}
+        state = XLCacheState(tuple(torch.randn(batch_size, span, cfg.d_model, device=dev) for _ in range(cfg.n_layers)))
+        x = torch.randint(0, 256, (batch_size, segment_len), device=dev)
+        t, _ = _median_time(lambda: lm(x, state), repeats, warmup=1, device=dev)
+    return {"span": span, "segment_len": segment_len, "us_per_token": t / (batch_size * segment_len) * 1e6,
+            "device": str(dev), **_peak_gpu(dev)}  # fmt: skip
 
 
 @case

@@ -4,6 +4,7 @@ torch version and memtx commit; ``benchmarks/plot.py`` draws the plots from that
 
     python -m benchmarks.run                       # the whole plan (about 13 minutes on 2 cores)
     python -m benchmarks.run --only gemm,train     # some cases
+    python -m benchmarks.run --device cuda [--precision bf16]   # the cases that take a device, on the GPU
     python -m benchmarks.plot benchmarks/results/<file>.json
 """
 
@@ -40,6 +41,7 @@ PLAN: list[tuple[str, dict]] = [
     ("gemm", {}),  # again at the end: the machine's rate over the whole run
 ]
 ROOT = Path(__file__).resolve().parent.parent
+DEVICE_CASES = ("gemm", "train", "generate_tokens", "context")  # the cases that run on --device (peers: the CPU)
 
 
 def child(name: str, params: dict) -> None:
@@ -70,6 +72,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "memtx_commit": commit,
         "src_modified": bool(dirty.strip()),
@@ -98,13 +101,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated case names (default: the whole plan)")
     parser.add_argument("--out", default="", help="JSON path (default: benchmarks/results/bench-<date>.json)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: where the device cases run")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of gemm and train")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "PARAMS_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], json.loads(args.child[1]))
         return 0
+    from memtx.errors import ConfigError
+    from memtx.runtime import resolve_device
+
+    try:
+        resolve_device(args.device)  # here, before any case runs
+    except ConfigError as e:
+        parser.error(str(e))
     only = set(filter(None, args.only.split(",")))
     plan = [(n, p) for n, p in PLAN if not only or n in only]
+    if args.device != "cpu":  # on a GPU: only the cases that take a device, each told where
+        plan = [(n, {**p, "device": args.device}) for n, p in plan if n in DEVICE_CASES]
+    if args.precision != "fp32":
+        plan = [(n, {**p, "precision": args.precision} if n in ("gemm", "train") else p) for n, p in plan]
     records = []
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     for i, (name, params) in enumerate(plan, 1):

@@ -181,6 +181,12 @@ CASES = [
          ("other model settings",), 4),
     Case("resume a folder that holds no run", lambda t, c, r, m: train_args(c, t / "fresh", "--resume"),
          ("holds no run",), 4),
+    Case("train on a GPU that is not there", lambda t, c, r, m: train_args(c, t / "g", "--device", "cuda:99"),
+         ("--device cuda:99", "CUDA device"), 2),
+    Case("train on an unknown device", lambda t, c, r, m: train_args(c, t / "g", "--device", "gpu"),
+         ("--device must be auto, cpu, cuda or cuda:N",), 2),
+    Case("evaluate on an unknown device", lambda t, c, r, m: ["evaluate", str(r), "--device", "tpu"],
+         ("--device must be",), 2),
     Case("out is a file", lambda t, c, r, m: train_args(c, _write(t / "f", "x")), ("cannot write the run folder",), 4),
     Case("disk full while saving", _disk_full, ("No space left on device", "free"), 4),
 ]  # fmt: skip

@@ -61,6 +61,8 @@ class EvaluateCommand:
     """Synthetic-task runs: held-out samples to score (0 = the run's eval-samples)."""
     segments: int = 0
     """Synthetic-task runs: segments per sample (0 = the run's last curriculum stage); more tests generalisation."""
+    device: str = "auto"
+    """Where to run: 'auto' (the GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""
     json: bool = False
     """End with one JSON line of the results."""
     progress: bool = True
@@ -85,6 +87,8 @@ class GenerateCommand:
     """Sampling seed."""
     compile: bool = False
     """Compile the per-token step with torch.compile (XL cache): faster for long outputs, ~1 min to compile."""
+    device: str = "auto"
+    """Where to run: 'auto' (the GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""
     json: bool = False
     """End with one JSON line of the results."""
 
@@ -110,6 +114,8 @@ class BabilongCommand:
     out: str = ""
     """Where to write the JSON table ('' = RUN_DIR/babilong.json, or babilong-2.json, ... when taken); the heatmap
     goes beside it (.png)."""
+    device: str = "auto"
+    """Where to run: 'auto' (the GPU when torch sees one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""
     json: bool = False
     """End with one JSON line of the results."""
     progress: bool = True
@@ -244,7 +250,7 @@ def _evaluate(argv: list[str]) -> int:
     )
     if min(cmd.max_bytes, cmd.batch_size, cmd.samples, cmd.segments) < 0:
         raise ConfigError("--max-bytes, --batch-size, --samples and --segments must be >= 0")
-    cfg, model = load_run(cmd.run_dir)
+    cfg, model = load_run(cmd.run_dir, cmd.device)
     if cfg.data.task != "lm" and cmd.input is None:
         return _evaluate_task(cmd, cfg, model)
     tokenizer = _lm_tokenizer(load_tokenizer(cmd.run_dir), cmd.run_dir)
@@ -325,7 +331,7 @@ def _generate(argv: list[str]) -> int:
     )
     if cmd.length < 0:
         raise ConfigError(f"--length must be >= 0, got {cmd.length}")
-    cfg, model = load_run(cmd.run_dir)
+    cfg, model = load_run(cmd.run_dir, cmd.device)
     tokenizer = _lm_tokenizer(load_tokenizer(cmd.run_dir), cmd.run_dir)
     if cmd.input is not None:
         return _generate_from_input(cmd, cfg, model, tokenizer)
@@ -412,7 +418,7 @@ def _babilong(argv: list[str]) -> int:
         )
     from memtx.data.char import BYTES
 
-    cfg, model = load_run(cmd.run_dir)
+    cfg, model = load_run(cmd.run_dir, cmd.device)
     codec = babilong_codec(Path(cmd.run_dir), cfg)
     out = Path(cmd.out) if cmd.out else _free_path(Path(cmd.run_dir) / "babilong.json")
     result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "samples": counts, "seed": cmd.seed, "rows": []}

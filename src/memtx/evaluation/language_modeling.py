@@ -49,6 +49,7 @@ def evaluate_lm(
     )
     for x, y in eval_batches(data, batch_size, segment_len):
         x, y = x[rank::world], y[rank::world]  # every rank runs every batch (a sharded model needs them all)
+        x, y = x.to(model.device), y.to(model.device)
         out = model(x, state, y)
         state = out.state
         nats += out.nll.double().sum().item()
@@ -84,7 +85,7 @@ def evaluate_stream(
 
     def score(window: bytes) -> None:
         nonlocal nats, targets, state
-        ids = torch.tensor(list(window), dtype=torch.long).unsqueeze(0)
+        ids = torch.tensor(list(window), dtype=torch.long).unsqueeze(0).to(model.device)
         out = model(ids[:, :-1], state, ids[:, 1:])
         state = out.state
         nats += out.nll.double().sum().item()

@@ -19,13 +19,14 @@ def evaluate_task(
     model.eval()
     correct = exact = targets = samples = 0
     for batch in batches.eval_batches(n_samples, n_segments, batch_size):
-        hits = torch.zeros_like(batch.y, dtype=torch.bool)
-        for columns, out in segments(model, batch.x, None, batches.segment_len):
-            hits[:, columns] = out.logits.argmax(-1) == batch.y[:, columns]
-        scored = batch.y != IGNORE_INDEX
+        x, y = batch.x.to(model.device), batch.y.to(model.device)
+        hits = torch.zeros_like(y, dtype=torch.bool)
+        for columns, out in segments(model, x, None, batches.segment_len):
+            hits[:, columns] = out.logits.argmax(-1) == y[:, columns]
+        scored = y != IGNORE_INDEX
         correct += int((hits & scored).sum())
         targets += int(scored.sum())
         exact += int(((hits | ~scored).all(dim=1)).sum())
-        samples += batch.x.shape[0]
+        samples += x.shape[0]
     model.train(was_training)
     return {"accuracy": correct / targets, "exact": exact / samples, "samples": samples, "targets": targets}

@@ -129,6 +129,11 @@ class TransformerLM(nn.Module):
             if b.adaptive_span is not None:
                 b.adaptive_span.clamp_()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are: callers move their inputs there."""
+        return self.pos.device
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

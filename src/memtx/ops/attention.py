@@ -113,6 +113,12 @@ def relative_attention(
     chunk, group = queries and batch rows per band block (0: chosen for the device; any value gives the same
     result). Returns (B, H, T, Dh).
     """
+    if torch.amp.is_autocast_available(q.device.type) and torch.is_autocast_enabled(q.device.type):
+        # bf16 autocast: the projections ran in bf16; scores, softmax and the mix stay in fp32
+        with torch.autocast(q.device.type, enabled=False):
+            f = [x.float() if x is not None else None for x in (q, k, v, pos, extra_k, extra_v, span_mask)]
+            return relative_attention(*f[:4], n_pad=n_pad, extra_k=f[4], extra_v=f[5], span_mask=f[6],
+                                      dropout_p=dropout_p, training=training, chunk=chunk, group=group)  # fmt: skip
     b, h, t, _ = q.shape
     window = pos.shape[-1]
     if k.shape[-2] != window + t:

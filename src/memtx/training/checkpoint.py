@@ -203,9 +203,11 @@ def model_metadata(model_config: dict[str, Any]) -> dict[str, str]:
     return {"format": "memtx", "model_config": json.dumps(model_config)}
 
 
-def load_run(run_dir: str | Path):
-    """(RunConfig, TransformerLM in eval mode) from a run folder's config.json and model.safetensors."""
+def load_run(run_dir: str | Path, device: str = "cpu"):
+    """(RunConfig, TransformerLM in eval mode on ``device``, see ``runtime.resolve_device``) from a run folder's
+    config.json and model.safetensors."""
     from memtx.models.transformer_lm import TransformerLM
+    from memtx.runtime import resolve_device
     from memtx.training.config import RunConfig
 
     run_dir = Path(run_dir)
@@ -214,4 +216,4 @@ def load_run(run_dir: str | Path):
     cfg = RunConfig.load(run_dir)
     model = TransformerLM(cfg.model)
     load_weights(model, run_dir / MODEL_FILE)
-    return cfg, model.eval()
+    return cfg, model.to(resolve_device(device)).eval()

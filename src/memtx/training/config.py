@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from memtx.errors import CheckpointError, ConfigError
 from memtx.models.config import ModelConfig
+from memtx.runtime import check_device_name
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,12 @@ class RunConfig:
     """Consecutive steps with non-finite loss or gradients (each skipped) after which training stops."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun: DDP (replicated weights) or FSDP2 fully_shard (sharded weights and optimizer state)."""
+    device: str = "auto"
+    """Where to train: 'auto' (the GPU when torch sees one, under torchrun each rank's own; else the CPU), 'cpu',
+    'cuda' or 'cuda:N'. Not part of the run's identity: a run may resume on another device."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """'bf16': the forward under bfloat16 autocast (projections in bf16; attention scores, softmax and the loss in
+    float32); weights, gradients and optimizer state stay float32."""
     init_from: str = ""
     """Start from the weights of this run folder (its final model, else its newest checkpoint), with fresh optimiser,
     schedule and data; the other settings (curriculum, lengths, lr) may differ, the parameter shapes may not."""
@@ -177,6 +184,9 @@ class RunConfig:
             raise ConfigError("a curriculum of several stages needs --stage-steps N (N >= 1)")
         if self.parallel not in ("ddp", "fsdp"):
             raise ConfigError(f"parallel must be ddp or fsdp, got {self.parallel!r}")
+        check_device_name(self.device)
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         for name in (
             "batch_size",
             "segment_len",

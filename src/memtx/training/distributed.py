@@ -34,17 +34,22 @@ class Ranks:
         return slice(self.rank * per, (self.rank + 1) * per)
 
 
-def setup(batch_size: int) -> Ranks:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
+def setup(batch_size: int, device: torch.device | None = None) -> Ranks:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise. On CUDA, each rank
+    uses the device it was given (``runtime.resolve_device``: its LOCAL_RANK's)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Ranks()
     if batch_size % world:
         raise ConfigError(f"--batch-size {batch_size} does not split over {world} processes: use a multiple of {world}")
     if not dist.is_initialized():
-        # gloo: training keeps its tensors on the CPU (no device option yet), and NCCL reduces only CUDA tensors,
-        # so choosing NCCL whenever a GPU is present made torchrun fail on GPU machines
-        dist.init_process_group("gloo")
+        backend = "gloo"
+        if device is not None and device.type == "cuda":
+            # CUDA tensors (DDP's gradients, carried memory rows) through NCCL; the CPU ones (the loop's float
+            # reductions, gathered RNG states) through gloo: NCCL reduces only CUDA tensors
+            torch.cuda.set_device(device)
+            backend = "cpu:gloo,cuda:nccl"
+        dist.init_process_group(backend)
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 

@@ -32,6 +32,7 @@ from memtx.evaluation.tasks import evaluate_task
 from memtx.models.generation import generate
 from memtx.models.segments import segments
 from memtx.models.transformer_lm import TransformerLM, memory_from_tensors
+from memtx.runtime import autocast, resolve_device
 from memtx.tasks.babilong_batches import BabilongBatches
 from memtx.tasks.synthetic import TaskBatches, check_task, vocab_size
 from memtx.training import distributed
@@ -277,14 +278,17 @@ def _on_main(ranks: Ranks, fn, *args):
 
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train (or continue) a run; returns a summary (also the last lines of metrics.jsonl)."""
-    ranks = distributed.setup(cfg.batch_size)
+    device = resolve_device(cfg.device)
+    ranks = distributed.setup(cfg.batch_size, device)
     try:
-        return _train(cfg, run_dir, resume, progress and ranks.is_main, ranks)
+        return _train(cfg, run_dir, resume, progress and ranks.is_main, ranks, device)
     finally:
         distributed.teardown(ranks)
 
 
-def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: Ranks) -> dict[str, Any]:
+def _train(
+    cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: Ranks, device: torch.device
+) -> dict[str, Any]:
     init = initial_weights(Path(cfg.init_from)) if cfg.init_from else None
     # a resumed run keeps its words; a run started from another one's weights takes that one's words
     words_from = run_dir if resume else Path(cfg.init_from) if cfg.init_from else None
@@ -307,9 +311,10 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
         memory, trainer_state = load_checkpoint(ckpt, model)
         step, elapsed, skipped = int(trainer_state["step"]), float(trainer_state["elapsed"]), trainer_state["skipped"]
         streams.load_state_dict(trainer_state["streams"])
-        state = memory_from_tensors({k: v[rows] for k, v in memory.items()}) if memory is not None else None
+        state = memory_from_tensors({k: v[rows].to(device) for k, v in memory.items()}) if memory is not None else None
     elif init is not None:
         load_weights(model, init)  # on every rank (FSDP shards, it does not broadcast)
+    model.to(device)
     _on_main(ranks, write_config, cfg, run_dir)  # only now: a resume that failed to load changed nothing
     if tokenizer is not None and ranks.is_main:
         tokenizer.save(run_dir / TOKENIZER_FILE)
@@ -332,14 +337,18 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
     if trainer_state is not None:
         distributed.load_optimizer_state(model, optimizer, trainer_state["optimizer"])
         schedule.load_state_dict(trainer_state["scheduler"])
-        rng = trainer_state["rng"]
+        rng, cuda_rng = trainer_state["rng"], trainer_state.get("cuda_rng")
         torch.set_rng_state(rng[ranks.rank] if len(rng) == ranks.world else rng[0])
+        if device.type == "cuda" and cuda_rng:  # the GPU's dropout stream, when the run was on a GPU before
+            torch.cuda.set_rng_state(cuda_rng[ranks.rank] if len(cuda_rng) == ranks.world else cuda_rng[0], device)
     elif ranks.rank:
         torch.manual_seed(cfg.seed + ranks.rank)  # own dropout stream; rank 0 continues exactly as one process
 
     def checkpoint() -> None:
         mem = distributed.gather_rows(state.to_tensors(), ranks) if state is not None else None
+        mem = {k: v.cpu() for k, v in mem.items()} if mem is not None else None
         rng = distributed.gather_objects(torch.get_rng_state(), ranks)
+        cuda_rng = distributed.gather_objects(torch.cuda.get_rng_state(device), ranks) if device.type == "cuda" else []
         weights, optimizer_state = distributed.full_state(model, optimizer)
         if ranks.is_main:
             trainer_state = {
@@ -349,6 +358,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
                 "optimizer": optimizer_state,
                 "scheduler": schedule.state_dict(),
                 "rng": rng,
+                "cuda_rng": cuda_rng,
                 "streams": streams.state_dict(),
             }
             save_checkpoint(run_dir, step, weights, mem, trainer_state, metadata, cfg.keep_checkpoints)
@@ -385,7 +395,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, ranks: R
             batch = streams.next_batch(n_segments)
             if batch.reset:
                 state = None
-            loss, next_state, accuracy = net(batch.x[rows], batch.y[rows], state)
+            with autocast(device, cfg.precision):
+                loss, next_state, accuracy = net(batch.x[rows].to(device), batch.y[rows].to(device), state)
             optimizer.zero_grad(set_to_none=True)
             (loss + model.aux_loss()).backward()
             grad_norm = clip_gradients(params, cfg.optim)
