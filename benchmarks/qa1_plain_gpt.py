@@ -20,7 +20,8 @@ import json
 import random
 import re
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +32,8 @@ from memtx.models.transformer_lm import TransformerLM
 from memtx.presets import PRESETS
 from memtx.tasks.babilong import BabiQuestion, load_babi
 from memtx.tasks.babilong_batches import earlier_questions, prompt_suffix
+from memtx.training.checkpoint import MODEL_FILE, model_metadata, save_weights
+from memtx.training.trainer import TOKENIZER_FILE
 
 T = 192
 PEOPLE = ("Mary", "John", "Daniel", "Sandra")  # qa1's people and rooms
@@ -147,6 +150,16 @@ def test_accuracy(model: nn.Module, questions: list[BabiQuestion], bpe: BpeToken
     return float((predicted == answers).float().mean())
 
 
+def save_run(model: MemtxGPT, bpe: BpeTokenizer, memory: str, out: Path) -> None:
+    """A memtx run folder of the window model: config.json, model.safetensors, tokenizer.json."""
+    preset = PRESETS[f"babilong-qa1-{memory}"][1]
+    cfg = replace(preset, model=model.lm.cfg, data=replace(preset.data, tokens="bpe"), segment_len=T, out=str(out))
+    out.mkdir(parents=True, exist_ok=False)
+    (out / "config.json").write_text(cfg.to_json())
+    save_weights(model.lm.state_dict(), out / MODEL_FILE, model_metadata(asdict(model.lm.cfg)))
+    bpe.save(out / TOKENIZER_FILE)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("bab", "aug", "plain"), default="bab", help="plain: no inline questions")
@@ -181,7 +194,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage-steps", type=int, default=500)
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--every", type=int, default=250)
+    parser.add_argument(
+        "--save",
+        default="",
+        help="memtx-*: write the trained model as a memtx run folder (the babilong preset with these BPE tokens and "
+        "segments of the window), to evaluate with memtx babilong or continue with memtx train --init-from",
+    )
     a = parser.parse_args(argv)
+    if a.save and (a.model == "plain" or Path(a.save).exists()):
+        parser.error("--save is for memtx-* models, into a folder that does not exist yet")
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
     train, test = load_babi("qa1", "train", variant="en-10k"), load_babi("qa1", "test")
@@ -246,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
                     }
                 )
             )
+    if a.save:
+        save_run(model, bpe, a.model.split("-")[1], Path(a.save))
 
 
 if __name__ == "__main__":
