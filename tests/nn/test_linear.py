@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memtx.nn.linear import Linear, row_linear
+from memtx.nn.linear import Linear, prefixed_linear, row_linear
 
 
 @pytest.mark.parametrize("shape", [(5,), (1, 1, 5), (3, 2, 5)])
@@ -49,3 +49,15 @@ def test_linear_under_compile_uses_row_product_for_one_row_only(rows):
     uses_blas = any("linear" in op for op in ops)
     assert uses_blas == (rows > 1), ops
     torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias))
+
+
+def test_prefixed_linear_equals_linear_of_the_concatenation_with_no_prefix_gradient():
+    torch.manual_seed(0)
+    prefix = torch.randn(3, 5, 8, dtype=torch.float64)
+    x = torch.randn(3, 4, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    out = prefixed_linear(prefix, x, weight)
+    assert torch.equal(out, F.linear(torch.cat([prefix, x], 1), weight))
+    torch.autograd.gradcheck(lambda x, w: prefixed_linear(prefix, x, w), (x, weight))
+    with pytest.raises(ValueError, match="needs a gradient"):
+        prefixed_linear(prefix.requires_grad_(), x, weight)

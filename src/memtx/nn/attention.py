@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memtx.nn.linear import Linear
+from memtx.nn.linear import Linear, prefixed_linear
 from memtx.ops.attention import relative_attention, relative_attention_step
 
 
@@ -28,6 +29,18 @@ class MultiHeadAttention(nn.Module):
         """Keys and values of x (B, S, D), each (B, H, S, Dh)."""
         k, v = self.kv(x).chunk(2, dim=-1)
         return self._heads(k), self._heads(v)
+
+    def context_kv(self, cache: Tensor | None, h: Tensor, window: int) -> tuple[Tensor, Tensor, int]:
+        """Keys and values of ``window_context(cache, h, window)`` for a cache that needs no gradient, computed
+        without its waste: absent (zero) positions are not projected, and no input gradient is computed for the
+        cached states. Returns k, v (B, H, W+T, Dh) and n_pad, as ``project_kv`` of the context would."""
+        c = 0 if cache is None else min(cache.shape[1], window)
+        kv = self.kv(h) if c == 0 else prefixed_linear(cache[:, cache.shape[1] - c :], h, self.kv.weight)
+        n_pad = window - c
+        if n_pad:
+            kv = F.pad(kv, (0, 0, n_pad, 0))
+        k, v = kv.chunk(2, dim=-1)
+        return self._heads(k), self._heads(v), n_pad
 
     def attend(
         self,

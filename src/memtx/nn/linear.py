@@ -1,4 +1,5 @@
-"""nn.Linear whose single-row products compile to one fused loop (fast batch-1 decoding under torch.compile)."""
+"""nn.Linear whose single-row products compile to one fused loop (fast batch-1 decoding under torch.compile), and a
+projection of ``[fixed prefix ; x]`` that computes no input gradient for the prefix."""
 
 from __future__ import annotations
 
@@ -25,3 +26,32 @@ class Linear(nn.Linear):
         if torch.compiler.is_compiling() and x.numel() == x.shape[-1]:
             return row_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+
+class _PrefixedLinear(torch.autograd.Function):
+    """``F.linear([prefix ; x], weight)`` along dim 1 for a prefix that needs no gradient (detached cache states).
+    Autograd's own backward would compute the input gradient of every row and then drop the prefix's; for an XL
+    window of 512 cached states before 256 new ones that is 2/3 of the key/value projection's input gradient."""
+
+    @staticmethod
+    def forward(ctx, prefix: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        full = torch.cat([prefix, x], dim=1)
+        ctx.save_for_backward(full, weight)
+        ctx.rows = x.shape[1]
+        return F.linear(full, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        full, weight = ctx.saved_tensors
+        dx = torch.matmul(grad[:, full.shape[1] - ctx.rows :], weight) if ctx.needs_input_grad[1] else None
+        dw = None
+        if ctx.needs_input_grad[2]:
+            dw = grad.reshape(-1, grad.shape[-1]).mT @ full.reshape(-1, full.shape[-1])
+        return None, dx, dw
+
+
+def prefixed_linear(prefix: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """F.linear(torch.cat([prefix, x], 1), weight) with no gradient computed for the prefix (it must not need one)."""
+    if prefix.requires_grad:
+        raise ValueError("prefixed_linear: the prefix needs a gradient; project torch.cat([prefix, x], 1) instead")
+    return _PrefixedLinear.apply(prefix, x, weight)
