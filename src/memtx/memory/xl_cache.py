@@ -58,8 +58,10 @@ def extend(cache: Tensor | None, h: Tensor, length: int) -> Tensor:
 
     A contiguous copy, not a view: it does not keep the whole concatenation alive, and it is a plain tensor for
     wrappers (FSDP) that hook module outputs."""
-    full = h if cache is None or cache.shape[1] == 0 else torch.cat([cache, h], dim=1)
-    return full[:, -length:].detach().clone(memory_format=torch.contiguous_format)
+    keep = min(length - h.shape[1], cache.shape[1]) if cache is not None else 0  # cached positions that stay
+    if keep <= 0:
+        return h[:, max(0, h.shape[1] - length) :].detach().clone(memory_format=torch.contiguous_format)
+    return torch.cat([cache[:, cache.shape[1] - keep :], h.detach()], dim=1)
 
 
 @dataclass(frozen=True)
