@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -115,6 +114,10 @@ class AssociativeLayer(nn.Module):
 class AssociativeMemory(nn.Module):
     """One associative matrix per layer plus M learned write tokens; works with any block type."""
 
+    # running maxima that data-parallel ranks reduce with max after each step (training/distributed.py); the
+    # result is the one process's: max over ranks commutes with the decayed max taken write by write
+    max_synced_buffers = ("norm_bound",)
+
     def __init__(self, n_layers: int, d_model: int, n_tokens: int, d_mem: int, n_heads: int) -> None:
         super().__init__()
         self.n_tokens, self.n_heads = n_tokens, n_heads
@@ -129,14 +132,13 @@ class AssociativeMemory(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def bounded(self, A: list[Tensor]) -> tuple[Tensor, ...]:
-        """Every layer's A after a write: in training, record its largest row norm (the largest over all ranks, so
-        they agree); in evaluation, cap each row's norm at the recorded bound."""
+        """Every layer's A after a write: in training, record its largest row norm (this rank's rows; under
+        torchrun the trainer takes the largest over ranks after each step, see ``max_synced_buffers``); in
+        evaluation, cap each row's norm at the recorded bound."""
         norms = torch.stack([a.detach().flatten(1).norm(dim=1) for a in A])  # layers, B
         if self.training:
             with torch.no_grad():
                 top = norms.amax(dim=1)
-                if dist.is_initialized() and dist.get_world_size() > 1:
-                    dist.all_reduce(top, op=dist.ReduceOp.MAX)
                 self.norm_bound.copy_(torch.maximum(top, self.norm_bound * BOUND_DECAY))
             return tuple(A)
         bound = self.norm_bound.unsqueeze(1)

@@ -100,6 +100,16 @@ def all_reduce(values: list[float], ranks: Ranks, op: str = "sum") -> list[float
     return t.tolist()
 
 
+def sync_max_buffers(model: nn.Module, ranks: Ranks) -> None:
+    """Buffers that modules name in ``max_synced_buffers`` (running maxima, e.g. ARMT's norm bound) become the
+    largest over ranks, so every rank holds what one process on the whole batch would."""
+    if ranks.world == 1:
+        return
+    for module in model.modules():
+        for name in getattr(module, "max_synced_buffers", ()):
+            dist.all_reduce(getattr(module, name), op=dist.ReduceOp.MAX)
+
+
 def gather_rows(tensors: dict[str, Tensor], ranks: Ranks) -> dict[str, Tensor]:
     """Concatenate every rank's rows (dim 0) of each tensor; the full tensors on every rank."""
     if ranks.world == 1:

@@ -401,6 +401,7 @@ def _train(
             (loss + model.aux_loss()).backward()
             grad_norm = clip_gradients(params, cfg.optim)
             (loss_sum,) = distributed.all_reduce([loss.item()], ranks)  # gradients are already synchronised
+            distributed.sync_max_buffers(model, ranks)
             mean_loss, finite = loss_sum / ranks.world, math.isfinite(loss_sum) and math.isfinite(grad_norm)
             if finite:
                 optimizer.step()
