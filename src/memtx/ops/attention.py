@@ -131,6 +131,9 @@ def relative_attention(
     qblock = chunk or (QUERY_BLOCK if q.device.type == "cpu" else 2 * QUERY_BLOCK)
     group = group or _rows_per_block(b, h, min(qblock, t), window, n, q)
     p = dropout_p if training else 0.0
+    # head-major copies, once per layer: every block's slices are then views the batched matmuls read in place
+    # (slices of the projections' head-interleaved layout were copied block by block, forward and backward)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return _BandAttention.apply(q, k, v, pos, extra_k, extra_v, span_mask, missing, p, group, qblock)
 
 
@@ -172,7 +175,7 @@ class _BandAttention(torch.autograd.Function):
             qb = q[rows, :, a:b]
             logits = q.new_empty(*qb.shape[:-1], window + n)  # rows,H,t,W+N
             ctx_logits = logits[..., :window]
-            torch.matmul(qb, pos, out=ctx_logits)
+            torch.mm(qb.reshape(-1, qb.shape[-1]), pos, out=logits.view(-1, logits.shape[-1])[:, :window])
             ctx_logits += band_view(torch.matmul(qb, k[rows, :, a : b + window].transpose(-1, -2)), window)
             if missing is not None:
                 ctx_logits.masked_fill_(missing[a:b], float("-inf"))
@@ -235,11 +238,12 @@ class _BandAttention(torch.autograd.Function):
                 dw[..., :window] *= span_mask
             dlogits = torch._softmax_backward_data(dw, p, -1, p.dtype)
             d_ctx = dlogits[..., :window]
+            d_rows = dlogits.view(-1, dlogits.shape[-1])[:, :window]  # the same as rows of a matrix, no copy
             d_abs = band_scatter(d_ctx, scratch=True)  # rows,H,t,W+t
             dq_b = torch.matmul(d_abs, keys)
             dk[rows, :, a : b + window] += torch.matmul(d_abs.mT, qb)
-            dq_b += torch.matmul(d_ctx, pos.transpose(0, 1))
-            dpos += torch.matmul(qb.reshape(-1, qb.shape[-1]).transpose(0, 1), d_ctx.reshape(-1, window))
+            dq_b += (d_rows @ pos.transpose(0, 1)).view(dq_b.shape)
+            dpos += qb.reshape(-1, qb.shape[-1]).transpose(0, 1) @ d_rows
             if dext_k is not None:
                 d_ext = dlogits[..., window:]
                 dq_b += torch.matmul(d_ext, extra_k)
