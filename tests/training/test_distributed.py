@@ -68,37 +68,40 @@ def test_resume_on_another_number_of_ranks(tmp_path, corpus_file):
     assert_same_weights(w_full, w_split)
 
 
-def _sync_worker(rank: int, port: int, queue) -> None:
-    import torch.distributed as dist
-
-    from memtx.memory.associative import AssociativeMemory
-    from memtx.training.distributed import Ranks, sync_max_buffers
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    torch.manual_seed(0)
-    memory = AssociativeMemory(n_layers=2, d_model=8, n_tokens=2, d_mem=4, n_heads=2)
-    memory.norm_bound.copy_(torch.tensor([[1.0, 5.0], [3.0, 2.0]][rank]))  # each rank's own running maximum
-    sync_max_buffers(memory, Ranks(rank, 2))
-    queue.put((rank, memory.norm_bound.tolist()))
-    dist.destroy_process_group()
+SYNC_WORKER = """
+import json, os, torch, torch.distributed as dist
+from memtx.memory.associative import AssociativeMemory
+from memtx.training.distributed import Ranks, sync_max_buffers
+rank = int(os.environ["RANK"])
+dist.init_process_group("gloo")
+memory = AssociativeMemory(n_layers=2, d_model=8, n_tokens=2, d_mem=4, n_heads=2)
+memory.norm_bound.copy_(torch.tensor([[1.0, 5.0], [3.0, 2.0]][rank]))  # each rank's own running maximum
+sync_max_buffers(memory, Ranks(rank, 2))
+print(json.dumps(memory.norm_bound.tolist()))
+dist.destroy_process_group()
+"""
 
 
 def test_running_maxima_are_the_largest_over_ranks():
     """ARMT's norm bound is a running maximum each rank records on its own rows; after a step every rank holds
     the largest over ranks (what one process on the whole batch records)."""
+    import os
     import socket
-
-    import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_sync_worker, args=(r, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-    assert got == {0: [3.0, 5.0], 1: [3.0, 5.0]}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SYNC_WORKER],
+            env={**env, "RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert [json.loads(out) for out, _ in outs] == [[3.0, 5.0], [3.0, 5.0]]
