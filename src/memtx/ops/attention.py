@@ -284,7 +284,7 @@ class _CausalRelative(torch.autograd.Function):
             v = torch.cat([v, extra_v.expand(*lead, -1, -1)], dim=-2)
         logits = torch.matmul(q, k.transpose(-1, -2))
         logits[..., :t] += shifted
-        logits.masked_fill_(_causal_band_mask(t, window, k.shape[-2], q.device), float("-inf"))
+        logits[..., :t].masked_fill_(_causal_band_mask(t, window, q.device), float("-inf"))  # persistent: never
         probs = torch.softmax(logits, dim=-1)
         ctx.window = window
         ctx.save_for_backward(q, k, v, pos_pad, probs)
@@ -314,12 +314,11 @@ class _CausalRelative(torch.autograd.Function):
         return dq, dk, dv, dpos, dextra_k, dextra_v
 
 
-def _causal_band_mask(t: int, window: int, n_keys: int, device: torch.device) -> Tensor:
-    """(T, n_keys) bool, True where query i may not see key j < T (j > i or i - j >= window); the columns from T
-    on (persistent) are never masked."""
+def _causal_band_mask(t: int, window: int, device: torch.device) -> Tensor:
+    """(T, T) bool, True where query i may not see key j (j > i or i - j >= window)."""
     i = torch.arange(t, device=device).unsqueeze(1)
-    j = torch.arange(n_keys, device=device)
-    return (j < t) & ((j > i) | (i - j >= window))
+    j = torch.arange(t, device=device)
+    return (j > i) | (i - j >= window)
 
 
 def relative_attention_step(
