@@ -214,7 +214,7 @@ def _babilong_presets() -> dict[str, tuple[str, RunConfig]]:
 
 PRESETS: dict[str, tuple[str, RunConfig]] = {
     "quickstart": (
-        "Small All-attention model (4x128, N=128) on the embedded corpus (Python's own docs); 3-4 minutes on 2 cores.",
+        "Small All-attention model (4x128, N=128) on the embedded corpus (Python's own docs); ~3 minutes on 2 cores.",
         RunConfig(
             model=ModelConfig(n_layers=4, d_model=128, n_heads=4, n_persistent=128, span=256),
             data=DataConfig(corpus="default"),
