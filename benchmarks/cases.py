@@ -26,7 +26,7 @@ from memtx.models.generation import generate
 from memtx.models.segments import segments
 from memtx.models.transformer_lm import TransformerLM
 from memtx.presets import PRESETS
-from memtx.runtime import autocast, resolve_device
+from memtx.runtime import autocast, peak_gpu, resolve_device
 from memtx.training.config import OptimConfig
 from memtx.training.optim import build_optimizer, clip_gradients
 
@@ -80,11 +80,6 @@ def _median_time(
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
-
-
-def _peak_gpu(device: torch.device) -> dict[str, float]:
-    """The device's peak allocated memory in this process (the runner adds the peak RSS)."""
-    return {"peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {}
 
 
 def _memtx_train_step(cfg: ModelConfig, batch_size: int, segment_len: int, n_segments: int = 1,
@@ -162,7 +157,7 @@ def train(model: str = "allattn-256", batch_size: int = 16, segment_len: int = 2
     flops = model_flops_per_token(cfg)
     return {"model": model, "tokens_per_s": tokens / t, "step_s": times, "model_flops_per_token": flops,
             "model_gflops": flops * tokens / t / 1e9, "device": str(dev), "precision": precision,
-            "batch_size": batch_size, **_peak_gpu(dev)}  # fmt: skip
+            "batch_size": batch_size, **peak_gpu(dev)}  # fmt: skip
 
 
 @case
@@ -176,7 +171,7 @@ def generate_tokens(model: str = "allattn-256", batch_size: int = 1, prompt: int
     p = torch.randint(0, 256, (batch_size, prompt), device=dev)
     t, _ = _median_time(lambda: generate(lm, p, length, compile=compile), repeats, warmup=1, device=dev)
     return {"model": model, "batch_size": batch_size, "prompt": prompt, "length": length, "compile": compile,
-            "tokens_per_s": batch_size * length / t, "device": str(dev), **_peak_gpu(dev)}  # fmt: skip
+            "tokens_per_s": batch_size * length / t, "device": str(dev), **peak_gpu(dev)}  # fmt: skip
 
 
 @case
@@ -193,7 +188,7 @@ def context(span: int = 1024, segment_len: int = 512, batch_size: int = 1, repea
         x = torch.randint(0, 256, (batch_size, segment_len), device=dev)
         t, _ = _median_time(lambda: lm(x, state), repeats, warmup=1, device=dev)
     return {"span": span, "segment_len": segment_len, "us_per_token": t / (batch_size * segment_len) * 1e6,
-            "device": str(dev), **_peak_gpu(dev)}  # fmt: skip
+            "device": str(dev), **peak_gpu(dev)}  # fmt: skip
 
 
 @case

@@ -69,3 +69,12 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def peak_gpu(device: torch.device) -> dict[str, float]:
+    """{"peak_gpu_mb": the GPU's peak allocated memory in this process} for a CUDA device, {} otherwise."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from memtx.data.char import BYTES
 from memtx.models.generation import generate, prefill
+from memtx.runtime import peak_gpu
 from memtx.tasks.babilong import Babilong, Sample, parse_length
 from memtx.tasks.babilong_batches import ANSWER_ROOM, PAD, prompt_suffix
 
@@ -110,17 +111,10 @@ def evaluate_babilong(
                 "task": task, "length": length, "tokens": parse_length(length), "samples": n, "correct": correct,
                 "accuracy": correct / n if n else float("nan"), "ci95": [low, high],
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                **_peak_gpu(model),
+                **peak_gpu(model.device),  # process maxima, as the RSS
                 "examples": examples,
             }  # fmt: skip
     bar.close()
-
-
-def _peak_gpu(model) -> dict:
-    """The GPU's peak allocated memory so far (process maximum, as the RSS), for a model on a GPU."""
-    if model.device.type != "cuda":
-        return {}
-    return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated(model.device) / 2**20, 1)}
 
 
 def plot_heatmap(rows: list[dict], png_path, title: str, unit: str = "tokens = bytes"):
