@@ -43,13 +43,12 @@ class AllAttentionBlock(nn.Module):
         # a span of 512 over a segment of 256 would score 512 padded keys per query
         window = min(self.window(), h.shape[1] + (cache.shape[1] if cache is not None else 0))
         x = h
-        if self.pre_norm or (cache is not None and cache.requires_grad):
+        if self.pre_norm:  # the norm's parameters take gradients from the cached rows too: project it all
             context, n_pad = window_context(cache, h, window)
-            if self.pre_norm:  # the norm's parameters take gradients from the cached rows too
-                context = self.norm_attn(context)
-                x = context[:, context.shape[1] - h.shape[1] :]
+            context = self.norm_attn(context)
+            x = context[:, context.shape[1] - h.shape[1] :]
             k, v = self.attn.project_kv(context)
-        else:
+        else:  # the cache is detached: no input gradient for it, no projection of absent positions
             k, v, n_pad = self.attn.context_kv(cache, h, window)
         return self._finish(h, self._attend(x, k, v, n_pad, window, pos))
 
