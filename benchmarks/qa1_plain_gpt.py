@@ -116,13 +116,52 @@ class PlainGPT(nn.Module):
         return self.head(self.ln(self.body(h, mask=self.mask, is_causal=True)))
 
 
+class SmearedBlock(nn.Module):
+    """A pre-LN Transformer layer (as the control's) whose keys are smeared: key j of head h is
+    ``s_h k_j + (1 - s_h) k_{j-1}`` with a learned s_h = sigmoid(a_h) (Olsson et al. 2022, "In-context learning and
+    induction heads"), so one layer can match "the token after the previous occurrence of this one"."""
+
+    def __init__(self, d: int, heads: int = 4, smear: bool = True) -> None:
+        super().__init__()
+        self.heads, self.smeared = heads, smear
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.smear = nn.Parameter(torch.zeros(heads, 1, 1))
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, d = h.shape
+        q, k, v = (x.view(b, t, self.heads, -1).transpose(1, 2) for x in self.qkv(self.ln1(h)).chunk(3, -1))
+        if self.smeared:
+            s = torch.sigmoid(self.smear)
+            k = s * k + (1 - s) * nn.functional.pad(k, (0, 0, 1, 0))[:, :, :-1]
+        a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.out(a.transpose(1, 2).reshape(b, t, d))
+        return h + self.ff(self.ln2(h))
+
+
+class SmearedGPT(nn.Module):
+    def __init__(self, vocab: int, d: int = 128, layers: int = 4, smear: bool = True) -> None:
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(T, d)
+        self.body = nn.ModuleList(SmearedBlock(d, smear=smear) for _ in range(layers))
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x) + self.pos(torch.arange(x.shape[1]))
+        for block in self.body:
+            h = block(h)
+        return self.head(self.ln(h))
+
+
 class MemtxGPT(nn.Module):
     """memtx's own model (``TransformerLM``, the babilong presets' model) on one window: the bridge between the
     control and memtx's BABILong presets."""
 
-    def __init__(self, vocab: int, memory: str, layers: int = 4, norm: str = "post") -> None:
+    def __init__(self, vocab: int, memory: str, layers: int = 4, norm: str = "post", smear: bool = False) -> None:
         super().__init__()
         cfg = replace(PRESETS[f"babilong-qa1-{memory}"][1].model, vocab_size=vocab, n_layers=layers, norm=norm)
+        cfg = replace(cfg, smear_keys=smear or cfg.smear_keys)
         self.lm = TransformerLM(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,12 +209,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument(
         "--model",
-        choices=("plain", "memtx-xl", "memtx-rmt"),
+        choices=("plain", "smeared", "unsmeared", "memtx-xl", "memtx-rmt"),
         default="plain",
-        help="memtx-*: memtx's TransformerLM (babilong preset's 4x128) with that memory, one window",
+        help="smeared: the control with smeared keys (unsmeared: the same layers without); memtx-*: memtx's "
+        "TransformerLM (babilong preset's 4x128) with that memory, one window",
     )
     parser.add_argument("--post-norm", action="store_true", help="plain: post-norm layers (memtx's default)")
     parser.add_argument("--norm", choices=("post", "pre"), default="post", help="memtx-*: model.norm")
+    parser.add_argument("--smear", action="store_true", help="memtx-*: model.smear_keys (smeared keys)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rename", action="store_true", help="train rows rename people and rooms from larger pools")
     parser.add_argument("--lm", action="store_true", help="score every token, not only the answers")
@@ -201,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         "segments of the window), to evaluate with memtx babilong or continue with memtx train --init-from",
     )
     a = parser.parse_args(argv)
-    if a.save and (a.model == "plain" or Path(a.save).exists()):
+    if a.save and (not a.model.startswith("memtx") or Path(a.save).exists()):
         parser.error("--save is for memtx-* models, into a folder that does not exist yet")
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
@@ -225,10 +266,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.rename:  # the extra names and rooms in the tokenizer's training text
         texts += [f"{w} {w}." for w in MORE_PEOPLE + MORE_ROOMS for _ in range(2000)]
     bpe = BpeTokenizer.train(texts, 1024)
-    if a.model == "plain":
+    if a.model in ("smeared", "unsmeared"):
+        model = SmearedGPT(bpe.vocab_size, layers=a.layers, smear=a.model == "smeared")
+    elif a.model == "plain":
         model = PlainGPT(bpe.vocab_size, layers=a.layers, post_norm=a.post_norm)
     else:
-        model = MemtxGPT(bpe.vocab_size, a.model.split("-")[1], layers=a.layers, norm=a.norm)
+        model = MemtxGPT(bpe.vocab_size, a.model.split("-")[1], layers=a.layers, norm=a.norm, smear=a.smear)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     start = time.time()

@@ -127,16 +127,40 @@ def test_key_count_mismatch_is_rejected():
         relative_attention(x["q"], x["k"][..., 1:, :], x["v"], x["pos"])
 
 
-@settings(max_examples=30, deadline=None)
-@given(c=st.integers(1, 7), extra=st.integers(0, 7), N=st.integers(0, 3), span_mask=st.booleans())
-def test_step_equals_reference_for_one_new_position(c, extra, N, span_mask):
-    """The generation twin: one query over its C <= W keys equals the reference with the window padded."""
-    from memtx.ops.attention import relative_attention_step
+@settings(max_examples=40, deadline=None)
+@given(
+    c=st.integers(1, 7), extra=st.integers(0, 7), N=st.integers(0, 3), span_mask=st.booleans(), turn=st.integers(0, 20)
+)
+def test_step_equals_reference_for_one_new_position(c, extra, N, span_mask, turn):
+    """The generation twin: one query over its C <= W newest keys, kept in a ring of W slots after the N
+    persistent ones, the ring turned to any position, equals the reference with the window padded."""
+    from memtx.ops.attention import doubled, relative_attention_step
 
     W = c + extra
     x = _inputs(2, 2, 1, W, 3, N, span_mask)
     k, v = x["k"][..., W + 1 - c :, :], x["v"][..., W + 1 - c :, :]  # the c newest keys, its own last
+    length = c if c < W else c + turn  # positions written: the ring is full once c == W
+    slots = [(length - c + i) % W for i in range(c)]
+    keys, values = (torch.zeros(2, 2, N + W, 3, dtype=torch.float64) for _ in range(2))
+    if N:
+        keys[:, :, :N], values[:, :, :N] = x["extra_k"], x["extra_v"]
+    keys[:, :, [N + s for s in slots]], values[:, :, [N + s for s in slots]] = k, v
+    span2 = doubled(x["span_mask"]) if span_mask else None
+    scale = x["q"].shape[-1] ** -0.5
+    step = relative_attention_step(x["q"][:, :, 0] * scale, keys, values, doubled(x["pos"]), N, c, slots[-1], span2)
     extras = {name: x[name] for name in ("extra_k", "extra_v", "span_mask") if name in x}
-    step = relative_attention_step(x["q"], k, v, x["pos"], **extras)
     ref = reference_attention(x["q"], x["k"], x["v"], x["pos"], n_pad=W + 1 - c, **extras)
-    torch.testing.assert_close(step, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(step, ref[:, :, 0], rtol=1e-10, atol=1e-10)
+
+
+def test_smeared_keys_mix_each_key_with_the_one_before():
+    """s k_j + (1 - s) k_{j-1} per head; zero before the first key and before the first present one."""
+    from memtx.ops.attention import smear_keys
+
+    g = torch.Generator().manual_seed(0)
+    k, mix = torch.randn(2, 3, 6, 4, generator=g, dtype=torch.float64), torch.randn(3, 1, 1, generator=g)
+    s = torch.sigmoid(mix).double()
+    before = torch.cat([torch.zeros_like(k[:, :, :1]), k[:, :, :-1]], dim=2)
+    torch.testing.assert_close(smear_keys(k, mix), s * k + (1 - s) * before)
+    before[:, :, :3] = 0.0  # positions 0, 1 absent: position 2 is the first present
+    torch.testing.assert_close(smear_keys(k, mix, n_pad=2), s * k + (1 - s) * before)

@@ -65,36 +65,58 @@ def extend(cache: Tensor | None, h: Tensor, length: int) -> Tensor:
 
 
 @dataclass(frozen=True)
-class KVCacheState:
-    """Inference twin of XLCacheState: per layer, key and value buffers (B, H, capacity, Dh) whose first
-    ``lengths[l]`` positions hold the newest projected states, oldest first. Generating one token costs one
-    projection per layer and a write into the buffer (``append_kv``), with no copy of the window.
+class RingKV:
+    """One layer's keys and values for generation, the inference twin of its hidden-state cache: ``keys`` and
+    ``values`` (B, H, N + W, Dh) hold a fixed prefix of N positions (the persistent vectors, or none), then a ring
+    of W slots (the layer's window) where the position p, counted from the oldest state projected, sits in slot
+    p % W. ``length`` positions were written. A new token costs one write, never a copy of the window; which
+    distance each slot is at follows from ``newest`` (``relative_attention_step``).
 
-    ``prefixes[l]`` is the fixed (H, N, Dh) key/value prefix every position of layer l also attends over (the
-    persistent vectors, scaled once instead of per token), or None.
+    Writes go in place: the state passed in keeps seeing what it saw only until a state continued from it writes
+    over a slot, so continue one state only."""
 
-    Appending writes in place past ``lengths[l]``: the state passed in keeps seeing what it saw, but two states
-    continued from the same one would write to the same slots, so continue only one of them."""
+    keys: Tensor
+    values: Tensor
+    n_prefix: int
+    length: int
+    previous_key: Tensor | None = None  # (B, H, Dh) the newest position's key before smearing (smeared keys)
 
-    keys: tuple[Tensor, ...]
-    values: tuple[Tensor, ...]
-    lengths: tuple[int, ...]
-    prefixes: tuple[tuple[Tensor, Tensor] | None, ...]
+    @property
+    def window(self) -> int:
+        return self.keys.shape[2] - self.n_prefix
+
+    @property
+    def filled(self) -> int:
+        """Ring slots holding a key: slots 0 .. filled-1."""
+        return min(self.length, self.window)
+
+    @property
+    def newest(self) -> int:
+        """The slot of the last position written."""
+        return (self.length - 1) % self.window
 
 
-def kv_buffers(k: Tensor, v: Tensor, capacity: int) -> tuple[Tensor, Tensor, int]:
-    """Buffers of `capacity` positions holding k, v (B, H, C, Dh) at the front, and their length C."""
-    c = k.shape[2]
-    k_buf, v_buf = k.new_empty(*k.shape[:2], capacity, k.shape[3]), v.new_empty(*v.shape[:2], capacity, v.shape[3])
-    k_buf[:, :, :c], v_buf[:, :, :c] = k, v
-    return k_buf, v_buf, c
+def ring_kv(
+    k: Tensor, v: Tensor, prefix: tuple[Tensor, Tensor] | None, window: int, previous_key: Tensor | None = None
+) -> RingKV:
+    """The ring of a layer from the keys and values of its C < W newest cached states, k, v (B, H, C, Dh), oldest
+    first, and its (H, N, Dh) prefix."""
+    b, h, c, dh = k.shape
+    if c >= window:
+        raise ValueError(f"{c} cached positions do not leave a slot for the new one in a window of {window}")
+    n = prefix[0].shape[1] if prefix is not None else 0
+    keys, values = k.new_zeros(b, h, n + window, dh), v.new_zeros(b, h, n + window, dh)
+    if prefix is not None:
+        keys[:, :, :n], values[:, :, :n] = prefix
+    keys[:, :, n : n + c], values[:, :, n : n + c] = k, v
+    return RingKV(keys, values, n, c, previous_key)
 
 
-def append_kv(k_buf: Tensor, v_buf: Tensor, length: int, k: Tensor, v: Tensor, keep: int) -> tuple[Tensor, Tensor, int]:
-    """Write one position's k, v (B, H, 1, Dh) after the `length` filled positions. A full buffer first moves its
-    newest `keep` positions to the front of a fresh one (every capacity - keep steps: amortised O(1) per token)."""
-    if length == k_buf.shape[2]:
-        k_buf, v_buf, length = kv_buffers(k_buf[:, :, length - keep :], v_buf[:, :, length - keep :], k_buf.shape[2])
-    k_buf[:, :, length : length + 1] = k
-    v_buf[:, :, length : length + 1] = v
-    return k_buf, v_buf, length + 1
+def ring_append(ring: RingKV, k: Tensor, v: Tensor, raw_key: Tensor | None = None) -> RingKV:
+    """Write one new position's k, v (B, H, Dh) into its slot (overwriting the position W before it); raw_key =
+    its key before smearing, kept for the next position's."""
+    slot = ring.n_prefix + ring.length % ring.window
+    # a slice, not an index: torch.compile would specialise (and recompile) on an integer index
+    ring.keys[:, :, slot : slot + 1] = k.unsqueeze(2)
+    ring.values[:, :, slot : slot + 1] = v.unsqueeze(2)
+    return RingKV(ring.keys, ring.values, ring.n_prefix, ring.length + 1, raw_key)

@@ -3,14 +3,27 @@ pre-norm (``ModelConfig.norm``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
 from memtx.memory.persistent import PersistentMemory
-from memtx.memory.xl_cache import append_kv
+from memtx.memory.xl_cache import RingKV, ring_append, ring_kv
 from memtx.models.config import ModelConfig
 from memtx.nn.adaptive_span import AdaptiveSpan
 from memtx.nn.attention import MultiHeadAttention, window_context
 from memtx.nn.feedforward import FeedForward
+from memtx.ops.attention import doubled
+
+
+@dataclass(frozen=True)
+class StepTables:
+    """What a block's generation step reads from its weights, prepared once per ``generate``
+    (``AllAttentionBlock.step_tables``): take them again after the weights change."""
+
+    weight: Tensor  # (3D, D) the query/key/value projection (MultiHeadAttention.step_weight)
+    pos2: Tensor  # (Dh, 2W) the window's position columns, twice (ops.attention.doubled)
+    span2: Tensor | None  # (H, 1, 2W) the span mask likewise, or None
 
 
 class AllAttentionBlock(nn.Module):
@@ -21,7 +34,7 @@ class AllAttentionBlock(nn.Module):
         super().__init__()
         self.span = cfg.span
         self.pre_norm = cfg.norm == "pre"
-        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.smear_keys)
         self.persistent = PersistentMemory(cfg.n_heads, cfg.d_head, cfg.n_persistent) if cfg.n_persistent > 0 else None
         self.adaptive_span = (
             AdaptiveSpan(cfg.n_heads, cfg.span, cfg.span_ramp, cfg.span_init, cfg.span_loss, cfg.span_cache)
@@ -47,7 +60,7 @@ class AllAttentionBlock(nn.Module):
             context, n_pad = window_context(cache, h, window)
             context = self.norm_attn(context)
             x = context[:, context.shape[1] - h.shape[1] :]
-            k, v = self.attn.project_kv(context)
+            k, v = self.attn.project_kv(context, n_pad)
         else:  # the cache is detached: no input gradient for it, no projection of absent positions
             k, v, n_pad = self.attn.context_kv(cache, h, window)
         return self._finish(h, self._attend(x, k, v, n_pad, window, pos))
@@ -56,25 +69,33 @@ class AllAttentionBlock(nn.Module):
         """What the keys and values of cached states are projected from (normalised first when pre-norm)."""
         return self.norm_attn(states) if self.pre_norm else states
 
-    def decode(
-        self, h: Tensor, kv: tuple[Tensor, Tensor, int], pos: Tensor, prefix: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor, int]]:
-        """One new position: h (B, 1, D); kv = key and value buffers (B, H, capacity, Dh) whose first n positions
-        hold the projected states before it (the inference twin of the hidden-state cache, ``KVCacheState``);
-        prefix = this layer's ``persistent()``. Returns (h, the buffers with this position appended)."""
+    def step_tables(self, pos: Tensor) -> StepTables:
         window = self.window()
-        x = self.keys_input(h)
-        k_buf, v_buf, n = append_kv(*kv, *self.attn.project_kv(x), keep=window - 1)
-        start = max(0, n - window)  # itself and the window-1 before it
-        attn = self.attn.attend_step(
-            x,
-            k_buf[:, :, start:n],
-            v_buf[:, :, start:n],
-            pos[:, pos.shape[1] - window :],
-            extra_kv=prefix,
-            span_mask=self.adaptive_span.mask(window) if self.adaptive_span is not None else None,
+        span = self.adaptive_span.mask(window) if self.adaptive_span is not None else None
+        return StepTables(
+            self.attn.step_weight(),
+            doubled(pos[:, pos.shape[1] - window :]),
+            doubled(span) if span is not None else None,
         )
-        return self._finish(h, attn), (k_buf, v_buf, n)
+
+    def ring(self, cache: Tensor) -> RingKV:
+        """The generation twin of this layer's cache (B, C, D): keys and values of its newest states, at most
+        window - 1 (the new position is the window's last), after the persistent vectors."""
+        window = self.window()
+        states = self.keys_input(cache[:, max(0, cache.shape[1] - window) :])  # one more: the oldest key's predecessor
+        k, v, raw = self.attn.newest_kv(states, min(states.shape[1], window - 1))
+        return ring_kv(k, v, self.persistent() if self.persistent is not None else None, window, raw)
+
+    def decode(self, h: Tensor, ring: RingKV, tables: StepTables) -> tuple[Tensor, RingKV]:
+        """One new position per stream: h (B, D). Returns (h, the ring with this position written)."""
+        q, k, v = self.attn.project_step(self.keys_input(h), tables.weight)
+        ring = ring_append(
+            ring, self.attn.smear_step(k, ring.previous_key), v, k if self.attn.smear is not None else None
+        )
+        attn = self.attn.attend_step(
+            q, ring.keys, ring.values, tables.pos2, ring.n_prefix, ring.filled, ring.newest, tables.span2
+        )
+        return self._finish(h, attn), ring
 
     def _attend(self, h: Tensor, k: Tensor, v: Tensor, n_pad: int, window: int, pos: Tensor) -> Tensor:
         return self.attn.attend(

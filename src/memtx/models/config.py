@@ -31,6 +31,10 @@ class ModelConfig:
     norm: Literal["post", "pre"] = "post"
     """Where the LayerNorms sit: 'post' (the papers': LN(h + sublayer(h))) or 'pre' (h + sublayer(LN(h)), with a
     final LN before the head; keys and values are then projected from normalised states, the cache's included)."""
+    smear_keys: bool = False
+    """Smeared keys (Olsson et al. 2022, 'In-context learning and induction heads'): each key becomes
+    s k_j + (1 - s) k_{j-1} with a learned s per head and layer, so that one layer can find 'the token after an
+    earlier occurrence of this one'. Not in the All-attention paper; an option for in-context recall tasks."""
     n_persistent: int = 256
     """N: persistent key/value vectors per head and per layer (0 = plain attention)."""
     d_ff: int = 1024

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from memtx.memory.associative import AssociativeMemory
 from memtx.memory.memory_tokens import MemoryTokens
 from memtx.memory.state import MemoryState, SegmentMemory, state_from_tensors
-from memtx.memory.xl_cache import KVCacheState, XLCache, XLCacheState, kv_buffers
-from memtx.models.blocks import AllAttentionBlock, TransformerBlock
+from memtx.memory.xl_cache import RingKV, XLCache, XLCacheState
+from memtx.models.blocks import AllAttentionBlock, StepTables, TransformerBlock
 from memtx.models.config import ModelConfig
 from memtx.nn.adaptive import AdaptiveHead, AdaptiveInput
 from memtx.nn.linear import Linear
@@ -24,6 +24,15 @@ class LMOutput:
     # adaptive softmax was given targets (only the clusters they need are computed)
     state: MemoryState  # the memory to pass with the next segment
     nll: Tensor | None = None  # (B, T) nats of each target when targets were given; 0 where the target is -100
+
+
+@dataclass(frozen=True)
+class KVCacheState:
+    """Inference twin of ``XLCacheState`` (``TransformerLM.kv_cache``): per layer, the ring of projected keys and
+    values (``RingKV``, written in place: continue one state only) and the step's constants of the weights."""
+
+    rings: tuple[RingKV, ...]
+    tables: tuple[StepTables, ...]
 
 
 def build_memory(cfg: ModelConfig) -> SegmentMemory:
@@ -90,33 +99,25 @@ class TransformerLM(nn.Module):
         return isinstance(self.memory, XLCache)
 
     def kv_cache(self, state: XLCacheState | None, batch_size: int) -> KVCacheState:
-        """Project a hidden-state cache into the K/V cache that ``decode`` continues from (exact: the same keys and
-        values the next ``forward`` would compute). Each layer's buffer holds twice its window."""
-        keys, values, lengths = [], [], []
+        """Project a hidden-state cache into the rings of keys and values that ``decode`` continues from (exact:
+        the keys and values the next ``forward`` would compute)."""
+        rings = []
         for i, block in enumerate(self.blocks):
             cache = state.hidden[i] if state is not None else None
             if cache is None:
                 cache = self.pos.new_zeros(batch_size, 0, self.cfg.d_model)
-            k, v = block.attn.project_kv(block.keys_input(cache[:, max(0, cache.shape[1] - (block.window() - 1)) :]))
-            k, v, n = kv_buffers(k, v, 2 * block.window())
-            keys.append(k)
-            values.append(v)
-            lengths.append(n)
-        prefixes = tuple(b.persistent() if b.persistent is not None else None for b in self.blocks)
-        return KVCacheState(tuple(keys), tuple(values), tuple(lengths), prefixes)
+            rings.append(block.ring(cache))
+        return KVCacheState(tuple(rings), tuple(b.step_tables(self.pos) for b in self.blocks))
 
     def decode(self, x: Tensor, kv: KVCacheState) -> tuple[Tensor, KVCacheState]:
         """One token per stream: x (B, 1) -> (logits (B, V), next K/V cache). Equals ``forward`` position by
         position (tests/models/test_transformer_lm.py)."""
-        h = self.emb_dropout(self.embed(x))
-        layers = []
-        for block, prefix, *layer in zip(self.blocks, kv.prefixes, kv.keys, kv.values, kv.lengths, strict=True):
-            h, layer = block.decode(h, layer, self.pos, prefix)
-            layers.append(layer)
-        keys, values, lengths = zip(*layers, strict=True)
-        return self.scores(self.emb_dropout(self.final_norm(h)))[:, -1], KVCacheState(
-            keys, values, lengths, kv.prefixes
-        )
+        h = self.embed(x[:, 0])  # (B, D); no dropout: generation runs in eval mode
+        rings = []
+        for block, ring, tables in zip(self.blocks, kv.rings, kv.tables, strict=True):
+            h, ring = block.decode(h, ring, tables)
+            rings.append(ring)
+        return self.scores(self.final_norm(h)), KVCacheState(tuple(rings), kv.tables)
 
     def aux_loss(self) -> Tensor | float:
         """Regularisers to add to the training loss (the adaptive-span L1 penalty), 0.0 when there are none."""

@@ -23,9 +23,14 @@ class Linear(nn.Linear):
     alternated in-process runs, 2 cores); at batch 16 BLAS is as fast, so more rows keep F.linear."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.compiler.is_compiling() and x.numel() == x.shape[-1]:
-            return row_linear(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear, or ``row_linear`` for a single row while torch.compile traces (``Linear``)."""
+    if torch.compiler.is_compiling() and x.numel() == x.shape[-1]:
+        return row_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
 
 
 class _PrefixedLinear(torch.autograd.Function):

@@ -323,27 +323,50 @@ def _causal_band_mask(t: int, window: int, device: torch.device) -> Tensor:
 
 def relative_attention_step(
     q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    pos: Tensor,
-    *,
-    extra_k: Tensor | None = None,
-    extra_v: Tensor | None = None,
-    span_mask: Tensor | None = None,
+    keys: Tensor,
+    values: Tensor,
+    pos2: Tensor,
+    n_prefix: int,
+    filled: int,
+    newest: int,
+    span2: Tensor | None = None,
 ) -> Tensor:
-    """``relative_attention`` for one new position per stream (generation), without the band index maps.
+    """``relative_attention`` for one new position per stream (generation), over a ring of keys: no index maps,
+    no copy of the window, three matmuls and a softmax.
 
-    q (B, H, 1, Dh); k, v (B, H, C, Dh): the C <= W keys it sees, oldest first, the last being its own (distance
-    C-1 .. 0); pos (Dh, W); extra_k, extra_v (H, N, Dh); span_mask (H, 1, W). Returns (B, H, 1, Dh).
+    q (B, H, Dh), already multiplied by 1/sqrt(Dh); keys, values (B, H, N + W, Dh): N prefix (persistent)
+    positions, then W ring slots of which 0 .. filled-1 hold keys and ``newest`` is the query's own (slot s is at
+    distance (newest - s) mod W); pos2 (Dh, 2W) the position table twice side by side, so that the columns of
+    the slots in ring order are one slice; span2 (H, 1, 2W) the span mask likewise, or None. Returns (B, H, Dh).
     """
-    c, window = k.shape[-2], pos.shape[-1]
-    q = q * q.shape[-1] ** -0.5
-    logits = torch.matmul(q, k.transpose(-1, -2)) + torch.matmul(q, pos[:, window - c :])  # B,H,1,C
-    if extra_k is not None:
-        logits = torch.cat([logits, _per_head(q, extra_k.transpose(-1, -2))], dim=-1)
-    probs = _weights(logits, c, span_mask[..., window - c :] if span_mask is not None else None, 0.0, False)
-    out = torch.matmul(probs[..., :c], v)
-    return out + _per_head(probs[..., c:], extra_v) if extra_v is not None else out
+    b, h, dh = q.shape
+    first = pos2.shape[1] // 2 - 1 - newest  # column of slot 0: distance newest (mod W) is column W-1-newest
+    end = n_prefix + filled
+    q3 = q.reshape(b * h, 1, dh)
+    logits = torch.bmm(q3, keys.view(b * h, -1, dh)[:, :end].transpose(1, 2))  # BH,1,N+filled
+    logits[:, 0, n_prefix:] += torch.mm(q3.view(b * h, dh), pos2[:, first : first + filled])
+    probs = torch.softmax(logits, dim=-1)
+    if span2 is not None:  # the context part times the span mask, renormalised jointly with the prefix
+        probs.view(b, h, 1, end)[..., n_prefix:] *= span2[..., first : first + filled]
+        probs = probs / (probs.sum(-1, keepdim=True) + RENORM_EPS)
+    return torch.bmm(probs, values.view(b * h, -1, dh)[:, :end]).view(b, h, dh)
+
+
+def smear_keys(k: Tensor, mix: Tensor, n_pad: int = 0) -> Tensor:
+    """Smeared keys (Olsson et al. 2022): key j of head h becomes s k_j + (1 - s) k_{j-1}, s = sigmoid(mix[h]).
+
+    k (B, H, S, Dh) the keys of ``[window ; segment]`` whose first n_pad positions are absent; mix (H, 1, 1). The
+    first present key's predecessor is zero (nothing came before it). Key 0 has no predecessor here, but no query
+    of the segment reads it (query i sees keys i+1 .. i+W), so the smeared keys the attention reads are exact."""
+    previous = F.pad(k[:, :, :-1], (0, 0, 1, 0))
+    if n_pad:
+        previous[:, :, : n_pad + 1] = 0.0
+    return torch.lerp(previous, k, torch.sigmoid(mix).to(k.dtype))  # bf16 keys under autocast: mix in their dtype
+
+
+def doubled(table: Tensor) -> Tensor:
+    """(..., W) -> (..., 2W) = [table, table]: any W consecutive columns are the table rotated."""
+    return torch.cat([table, table], dim=-1)
 
 
 def _per_head(x: Tensor, w: Tensor) -> Tensor:
@@ -352,16 +375,3 @@ def _per_head(x: Tensor, w: Tensor) -> Tensor:
     generation without the copy)."""
     b, h, t, _ = x.shape
     return torch.matmul(x.transpose(0, 1).reshape(h, b * t, -1), w).view(h, b, t, -1).transpose(0, 1)
-
-
-def _weights(logits: Tensor, c: int, span_mask: Tensor | None, dropout_p: float, training: bool) -> Tensor:
-    """One softmax over [context logits (first c columns) ; persistent logits] (q already carries the 1/sqrt(Dh)
-    temperature), the span mask on the context part with joint renormalisation, then dropout."""
-    probs = torch.softmax(logits, dim=-1)
-    if span_mask is not None:
-        ctx = probs[..., :c] * span_mask
-        probs = torch.cat([ctx, probs[..., c:]], dim=-1) if probs.shape[-1] > c else ctx
-        probs = probs / (probs.sum(-1, keepdim=True) + RENORM_EPS)
-    if dropout_p > 0.0 and training:
-        probs = F.dropout(probs, dropout_p, training=True)
-    return probs
