@@ -128,22 +128,24 @@ def test_adaptive_span_cache_trimmed_to_learned_span():
 
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("prefix", [0, 1, 4, 11])
-def test_kv_decode_equals_full_forward(name, prefix):
+@pytest.mark.parametrize("batch", [1, 2])  # the persistent vectors inside each row's keys at batch 1, shared else
+def test_kv_decode_equals_full_forward(name, prefix, batch):
     """Reading `prefix` tokens with the hidden-state cache, projecting it to K/V, then decoding one token at a
     time gives the full forward's logits at every position, while each layer's ring of keys goes round several
     times (written in place: the same buffers throughout)."""
     model = tiny(name).eval()
-    x = torch.randint(0, 32, (2, 40))
+    x = torch.randint(0, 32, (batch, 40))
     full = model(x).logits
     state = model(x[:, :prefix]).state if prefix else None
-    kv = model.kv_cache(state, 2)
+    kv = model.kv_cache(state, batch)
     buffers = [r.keys for r in kv.rings]
     for t in range(prefix, 40):
         logits, kv = model.decode(x[:, t : t + 1], kv)
         torch.testing.assert_close(logits, full[:, t], rtol=1e-10, atol=1e-10)
     for ring, block, buffer in zip(kv.rings, model.blocks, buffers, strict=True):
         assert ring.keys is buffer and ring.window == block.window() and ring.length >= 3 * ring.window
-        assert ring.n_prefix == (block.persistent.key.shape[1] if block.persistent is not None else 0)
+        n = block.persistent.key.shape[1] if block.persistent is not None else 0
+        assert ring.n_prefix == (n if batch == 1 else 0) and (ring.shared is not None) == (n > 0 and batch > 1)
 
 
 @pytest.mark.parametrize("name", ["allattn", "transformer-adaptive"])

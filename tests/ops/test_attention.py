@@ -127,13 +127,19 @@ def test_key_count_mismatch_is_rejected():
         relative_attention(x["q"], x["k"][..., 1:, :], x["v"], x["pos"])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
-    c=st.integers(1, 7), extra=st.integers(0, 7), N=st.integers(0, 3), span_mask=st.booleans(), turn=st.integers(0, 20)
+    c=st.integers(1, 7),
+    extra=st.integers(0, 7),
+    N=st.integers(0, 3),
+    span_mask=st.booleans(),
+    turn=st.integers(0, 20),
+    shared=st.booleans(),
 )
-def test_step_equals_reference_for_one_new_position(c, extra, N, span_mask, turn):
+def test_step_equals_reference_for_one_new_position(c, extra, N, span_mask, turn, shared):
     """The generation twin: one query over its C <= W newest keys, kept in a ring of W slots after the N
-    persistent ones, the ring turned to any position, equals the reference with the window padded."""
+    persistent ones (or beside them, shared by the batch), the ring turned to any position, equals the reference
+    with the window padded."""
     from memtx.ops.attention import doubled, relative_attention_step
 
     W = c + extra
@@ -141,13 +147,15 @@ def test_step_equals_reference_for_one_new_position(c, extra, N, span_mask, turn
     k, v = x["k"][..., W + 1 - c :, :], x["v"][..., W + 1 - c :, :]  # the c newest keys, its own last
     length = c if c < W else c + turn  # positions written: the ring is full once c == W
     slots = [(length - c + i) % W for i in range(c)]
-    keys, values = (torch.zeros(2, 2, N + W, 3, dtype=torch.float64) for _ in range(2))
-    if N:
+    inside = N if not shared else 0
+    keys, values = (torch.zeros(2, 2, inside + W, 3, dtype=torch.float64) for _ in range(2))
+    if inside:
         keys[:, :, :N], values[:, :, :N] = x["extra_k"], x["extra_v"]
-    keys[:, :, [N + s for s in slots]], values[:, :, [N + s for s in slots]] = k, v
+    keys[:, :, [inside + s for s in slots]], values[:, :, [inside + s for s in slots]] = k, v
+    outside = (x["extra_k"], x["extra_v"]) if N and shared else (None, None)
     span2 = doubled(x["span_mask"]) if span_mask else None
-    scale = x["q"].shape[-1] ** -0.5
-    step = relative_attention_step(x["q"][:, :, 0] * scale, keys, values, doubled(x["pos"]), N, c, slots[-1], span2)
+    q = x["q"][:, :, 0] * x["q"].shape[-1] ** -0.5
+    step = relative_attention_step(q, keys, values, doubled(x["pos"]), inside, c, slots[-1], span2, *outside)
     extras = {name: x[name] for name in ("extra_k", "extra_v", "span_mask") if name in x}
     ref = reference_attention(x["q"], x["k"], x["v"], x["pos"], n_pad=W + 1 - c, **extras)
     torch.testing.assert_close(step, ref[:, :, 0], rtol=1e-10, atol=1e-10)

@@ -7,7 +7,7 @@ next state and never stores it on a module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +72,9 @@ class RingKV:
     p % W. ``length`` positions were written. A new token costs one write, never a copy of the window; which
     distance each slot is at follows from ``newest`` (``relative_attention_step``).
 
+    The prefix is copied into the keys at batch 1 (one matmul over [prefix ; ring], fewest calls per token); at
+    larger batches it stays one (H, N, Dh) pair, ``shared``, read once for all rows.
+
     Writes go in place: the state passed in keeps seeing what it saw only until a state continued from it writes
     over a slot, so continue one state only."""
 
@@ -80,6 +83,7 @@ class RingKV:
     n_prefix: int
     length: int
     previous_key: Tensor | None = None  # (B, H, Dh) the newest position's key before smearing (smeared keys)
+    shared: tuple[Tensor, Tensor] | None = None  # the (H, N, Dh) prefix when it is not in the keys
 
     @property
     def window(self) -> int:
@@ -104,6 +108,8 @@ def ring_kv(
     b, h, c, dh = k.shape
     if c >= window:
         raise ValueError(f"{c} cached positions do not leave a slot for the new one in a window of {window}")
+    if prefix is not None and b > 1:
+        return replace(ring_kv(k, v, None, window, previous_key), shared=prefix)
     n = prefix[0].shape[1] if prefix is not None else 0
     keys, values = k.new_zeros(b, h, n + window, dh), v.new_zeros(b, h, n + window, dh)
     if prefix is not None:
@@ -119,4 +125,4 @@ def ring_append(ring: RingKV, k: Tensor, v: Tensor, raw_key: Tensor | None = Non
     # a slice, not an index: torch.compile would specialise (and recompile) on an integer index
     ring.keys[:, :, slot : slot + 1] = k.unsqueeze(2)
     ring.values[:, :, slot : slot + 1] = v.unsqueeze(2)
-    return RingKV(ring.keys, ring.values, ring.n_prefix, ring.length + 1, raw_key)
+    return RingKV(ring.keys, ring.values, ring.n_prefix, ring.length + 1, raw_key, ring.shared)

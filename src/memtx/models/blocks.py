@@ -93,7 +93,7 @@ class AllAttentionBlock(nn.Module):
             ring, self.attn.smear_step(k, ring.previous_key), v, k if self.attn.smear is not None else None
         )
         attn = self.attn.attend_step(
-            q, ring.keys, ring.values, tables.pos2, ring.n_prefix, ring.filled, ring.newest, tables.span2
+            q, ring.keys, ring.values, tables.pos2, ring.n_prefix, ring.filled, ring.newest, tables.span2, ring.shared
         )
         return self._finish(h, attn), ring
 

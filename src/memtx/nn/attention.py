@@ -109,10 +109,12 @@ class MultiHeadAttention(nn.Module):
         filled: int,
         newest: int,
         span2: Tensor | None = None,
+        shared: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """One position per stream over a ring of keys and values (``relative_attention_step``, which says the
-        layout): q (B, H, Dh) from ``project_step``. Returns (B, D)."""
-        out = relative_attention_step(q, keys, values, pos2, n_prefix, filled, newest, span2)
+        layout): q (B, H, Dh) from ``project_step``; shared = a prefix not in the keys. Returns (B, D)."""
+        extra_k, extra_v = shared if shared is not None else (None, None)
+        out = relative_attention_step(q, keys, values, pos2, n_prefix, filled, newest, span2, extra_k, extra_v)
         return self.o(out.view(q.shape[0], -1))
 
 

@@ -330,6 +330,8 @@ def relative_attention_step(
     filled: int,
     newest: int,
     span2: Tensor | None = None,
+    extra_k: Tensor | None = None,
+    extra_v: Tensor | None = None,
 ) -> Tensor:
     """``relative_attention`` for one new position per stream (generation), over a ring of keys: no index maps,
     no copy of the window, three matmuls and a softmax.
@@ -337,7 +339,9 @@ def relative_attention_step(
     q (B, H, Dh), already multiplied by 1/sqrt(Dh); keys, values (B, H, N + W, Dh): N prefix (persistent)
     positions, then W ring slots of which 0 .. filled-1 hold keys and ``newest`` is the query's own (slot s is at
     distance (newest - s) mod W); pos2 (Dh, 2W) the position table twice side by side, so that the columns of
-    the slots in ring order are one slice; span2 (H, 1, 2W) the span mask likewise, or None. Returns (B, H, Dh).
+    the slots in ring order are one slice; span2 (H, 1, 2W) the span mask likewise, or None; extra_k, extra_v
+    (H, N, Dh) a prefix shared by the batch rather than copied into each row's keys (read once for all rows: at
+    batch 16 the copies would be a third of the bytes each token reads). Returns (B, H, Dh).
     """
     b, h, dh = q.shape
     first = pos2.shape[1] // 2 - 1 - newest  # column of slot 0: distance newest (mod W) is column W-1-newest
@@ -345,11 +349,17 @@ def relative_attention_step(
     q3 = q.reshape(b * h, 1, dh)
     logits = torch.bmm(q3, keys.view(b * h, -1, dh)[:, :end].transpose(1, 2))  # BH,1,N+filled
     logits[:, 0, n_prefix:] += torch.mm(q3.view(b * h, dh), pos2[:, first : first + filled])
+    if extra_k is not None:
+        shared = _per_head(q.unsqueeze(2), extra_k.transpose(-1, -2)).reshape(b * h, 1, -1)
+        logits = torch.cat([logits, shared], dim=-1)
     probs = torch.softmax(logits, dim=-1)
     if span2 is not None:  # the context part times the span mask, renormalised jointly with the prefix
-        probs.view(b, h, 1, end)[..., n_prefix:] *= span2[..., first : first + filled]
+        probs.view(b, h, 1, -1)[..., n_prefix:end] *= span2[..., first : first + filled]
         probs = probs / (probs.sum(-1, keepdim=True) + RENORM_EPS)
-    return torch.bmm(probs, values.view(b * h, -1, dh)[:, :end]).view(b, h, dh)
+    out = torch.bmm(probs[..., :end], values.view(b * h, -1, dh)[:, :end]).view(b, h, dh)
+    if extra_v is not None:
+        out = out + _per_head(probs[..., end:].view(b, h, 1, -1), extra_v).view(b, h, dh)
+    return out
 
 
 def smear_keys(k: Tensor, mix: Tensor, n_pad: int = 0) -> Tensor:
