@@ -70,6 +70,7 @@ class AllAttentionBlock(nn.Module):
         return self.norm_attn(states) if self.pre_norm else states
 
     def step_tables(self, pos: Tensor) -> StepTables:
+        """This block's generation constants; pos (Dh, span) the shared position table."""
         window = self.window()
         span = self.adaptive_span.mask(window) if self.adaptive_span is not None else None
         return StepTables(
