@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument(
         "--model",
-        choices=("plain", "smeared", "unsmeared", "memtx-xl", "memtx-rmt"),
+        choices=("plain", "smeared", "unsmeared", "memtx-xl", "memtx-rmt", "memtx-armt"),
         default="plain",
         help="smeared: the control with smeared keys (unsmeared: the same layers without); memtx-*: memtx's "
         "TransformerLM (babilong preset's 4x128) with that memory, one window",
