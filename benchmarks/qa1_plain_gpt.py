@@ -8,7 +8,7 @@ fact, "Where is X?" for a random person already named, answered by qa1's rule (t
 most questions are not answered by the last-mentioned room. ``--fact-curriculum 2`` trains on the questions asked
 after at most 2 facts for ``--stage-steps``, then on all. Test: the first ``--test`` qa1 test questions, the facts
 then the question, placed where a training row puts its final question, argmax of the answer's token. Prints one
-JSON line per evaluation.
+JSON line per evaluation. memtx-* models: ``--save DIR`` writes a memtx run folder, ``--init-from DIR`` continues one.
 
     python benchmarks/qa1_plain_gpt.py --fact-curriculum 2 --stage-steps 1250 --steps 3000
 """
@@ -32,8 +32,8 @@ from memtx.models.transformer_lm import TransformerLM
 from memtx.presets import PRESETS
 from memtx.tasks.babilong import BabiQuestion, load_babi
 from memtx.tasks.babilong_batches import earlier_questions, prompt_suffix
-from memtx.training.checkpoint import MODEL_FILE, model_metadata, save_weights
-from memtx.training.trainer import TOKENIZER_FILE
+from memtx.training.checkpoint import MODEL_FILE, load_weights, model_metadata, save_weights
+from memtx.training.trainer import TOKENIZER_FILE, load_tokenizer
 
 T = 192
 PEOPLE = ("Mary", "John", "Daniel", "Sandra")  # qa1's people and rooms
@@ -241,12 +241,21 @@ def main(argv: list[str] | None = None) -> None:
         help="memtx-*: write the trained model as a memtx run folder (the babilong preset with these BPE tokens and "
         "segments of the window), to evaluate with memtx babilong or continue with memtx train --init-from",
     )
+    parser.add_argument("--babi-dir", default=None, help="bAbI v1.2 folder (default: ../shared/data/babi)")
+    parser.add_argument(
+        "--init-from",
+        default="",
+        help="memtx-*: start from a folder written by --save (its weights and tokenizer; same --model and --smear)",
+    )
     a = parser.parse_args(argv)
+    if a.init_from and not (a.model.startswith("memtx") and (Path(a.init_from) / MODEL_FILE).is_file()):
+        parser.error(f"--init-from: {a.init_from} holds no {MODEL_FILE}: pass a folder written by --save (memtx-*)")
     if a.save and (not a.model.startswith("memtx") or Path(a.save).exists()):
         parser.error("--save is for memtx-* models, into a folder that does not exist yet")
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
-    train, test = load_babi("qa1", "train", variant="en-10k"), load_babi("qa1", "test")
+    train = load_babi("qa1", "train", a.babi_dir, variant="en-10k")
+    test = load_babi("qa1", "test", a.babi_dir)
     if a.max_facts:
         test = [q for q in test if len(q.facts) <= a.max_facts]
     test = test[: a.test]
@@ -265,13 +274,15 @@ def main(argv: list[str] | None = None) -> None:
     texts = [t for q in train for t in (*q.facts, q.question, q.answer)]
     if a.rename:  # the extra names and rooms in the tokenizer's training text
         texts += [f"{w} {w}." for w in MORE_PEOPLE + MORE_ROOMS for _ in range(2000)]
-    bpe = BpeTokenizer.train(texts, 1024)
+    bpe = load_tokenizer(Path(a.init_from)) if a.init_from else BpeTokenizer.train(texts, 1024)
     if a.model in ("smeared", "unsmeared"):
         model = SmearedGPT(bpe.vocab_size, layers=a.layers, smear=a.model == "smeared")
     elif a.model == "plain":
         model = PlainGPT(bpe.vocab_size, layers=a.layers, post_norm=a.post_norm)
     else:
         model = MemtxGPT(bpe.vocab_size, a.model.split("-")[1], layers=a.layers, norm=a.norm, smear=a.smear)
+        if a.init_from:
+            load_weights(model.lm, Path(a.init_from) / MODEL_FILE)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     start = time.time()

@@ -6,6 +6,7 @@ import json
 import math
 import random
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from memtx.tasks.babilong_batches import (
     prompt_suffix,
     with_inline,
 )
+from memtx.training.checkpoint import read_tensors
 from memtx.training.config import DataConfig, RunConfig
 from memtx.training.trainer import train
 
@@ -385,10 +387,30 @@ def test_no_noise_pilot_rows_hold_the_facts_alone(babi):
         assert "story" not in text and "\nQ: Where is" in text and x[0] == PAD  # no book text, left-padded
 
 
-def test_plain_gpt_control_rows_answer_by_the_qa1_rule(babi):
+def _plain_gpt_script():
     spec = importlib.util.spec_from_file_location("plain", Path(__file__).parents[2] / "benchmarks/qa1_plain_gpt.py")
     plain = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plain)
+    return plain
+
+
+def test_plain_gpt_save_then_init_from_continues_the_same_model(babi, tmp_path):
+    plain = _plain_gpt_script()
+    stories = Path(babi[0]) / "tasks_1-20_v1-2"
+    shutil.copytree(stories / "en", stories / "en-10k")  # the script trains on the en-10k stories
+    common = ["--babi-dir", babi[0], "--model", "memtx-rmt", "--smear", "--steps", "1", "--every", "1", "--test", "4"]
+    plain.main([*common, "--save", str(tmp_path / "a")])
+    # lr 0 and another seed: the weights come out as they went in only if they were read from the saved folder
+    plain.main([*common, "--init-from", str(tmp_path / "a"), "--lr", "0", "--seed", "1", "--save", str(tmp_path / "b")])
+    saved, continued = (read_tensors(tmp_path / d / "model.safetensors") for d in ("a", "b"))
+    assert saved.keys() == continued.keys() and all(torch.equal(saved[k], continued[k]) for k in saved)
+    assert (tmp_path / "a/tokenizer.json").read_text() == (tmp_path / "b/tokenizer.json").read_text()
+    with pytest.raises(SystemExit):  # a folder without a model: one-line usage error
+        plain.main([*common, "--init-from", str(tmp_path)])
+
+
+def test_plain_gpt_control_rows_answer_by_the_qa1_rule(babi):
+    plain = _plain_gpt_script()
     stories = parse_babi(_data.STORY * 3, "qa1")
     bpe = BpeTokenizer.train((t for q in stories for t in (*q.facts, q.question, q.answer)), 400)
     rng = random.Random(0)
