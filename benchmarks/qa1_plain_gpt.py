@@ -64,6 +64,7 @@ def row(
     lm: bool = False,
     inline: bool = True,
     rename: dict[str, str] | None = None,
+    ask: str = "babi",
 ):
     """(x, y) of length T for question ``index``: pad, facts with questions inline, the question; answers scored
     (every token with ``lm``)."""
@@ -94,8 +95,16 @@ def row(
         add(prompt_suffix(question))
         add(answer + "\n", True)
         add(" ")
-    add(prompt_suffix(q.question))
-    add(q.answer + "\n", True)
+    question, answer = q.question, q.answer
+    if ask != "babi":  # the final question about a person drawn from everyone named so far (or the least recent)
+        named = sorted(where)
+        if ask == "far":
+            last_move = {mover(f)[0]: i for i, f in enumerate(q.facts)}
+            named = [p for p in named if last_move[p] == min(last_move.values())]
+        person = rng.choice(named)
+        question, answer = f"Where is {person}?", where[person]
+    add(prompt_suffix(question))
+    add(answer + "\n", True)
     ids, scored = ids[-T - 1 :], scored[-T - 1 :]
     pad = T + 1 - len(ids)
     seq, target = np.array([0] * pad + ids), np.array([False] * pad + scored)
@@ -121,9 +130,12 @@ class SmearedBlock(nn.Module):
     ``s_h k_j + (1 - s_h) k_{j-1}`` with a learned s_h = sigmoid(a_h) (Olsson et al. 2022, "In-context learning and
     induction heads"), so one layer can match "the token after the previous occurrence of this one"."""
 
-    def __init__(self, d: int, heads: int = 4, smear: bool = True) -> None:
+    def __init__(self, d: int, heads: int = 4, smear: bool = True, alibi: bool = False) -> None:
         super().__init__()
         self.heads, self.smeared = heads, smear
+        # --alibi: a learned recency bias -softplus(r_h) * distance per head (Press et al. 2022's slopes to start)
+        slopes = torch.tensor([2.0 ** -(i + 1) for i in range(heads)]).view(heads, 1, 1)
+        self.recency = nn.Parameter(torch.log(torch.expm1(slopes))) if alibi else None
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.smear = nn.Parameter(torch.zeros(heads, 1, 1))
@@ -135,16 +147,23 @@ class SmearedBlock(nn.Module):
         if self.smeared:
             s = torch.sigmoid(self.smear)
             k = s * k + (1 - s) * nn.functional.pad(k, (0, 0, 1, 0))[:, :, :-1]
-        a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.recency is None:
+            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            i = torch.arange(t)
+            distance = (i[:, None] - i[None, :]).float()
+            bias = -nn.functional.softplus(self.recency) * distance
+            bias = bias.masked_fill(distance < 0, -torch.inf)
+            a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         h = h + self.out(a.transpose(1, 2).reshape(b, t, d))
         return h + self.ff(self.ln2(h))
 
 
 class SmearedGPT(nn.Module):
-    def __init__(self, vocab: int, d: int = 128, layers: int = 4, smear: bool = True) -> None:
+    def __init__(self, vocab: int, d: int = 128, layers: int = 4, smear: bool = True, alibi: bool = False) -> None:
         super().__init__()
         self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(T, d)
-        self.body = nn.ModuleList(SmearedBlock(d, smear=smear) for _ in range(layers))
+        self.body = nn.ModuleList(SmearedBlock(d, smear=smear, alibi=alibi) for _ in range(layers))
         self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,10 +177,12 @@ class MemtxGPT(nn.Module):
     """memtx's own model (``TransformerLM``, the babilong presets' model) on one window: the bridge between the
     control and memtx's BABILong presets."""
 
-    def __init__(self, vocab: int, memory: str, layers: int = 4, norm: str = "post", smear: bool = False) -> None:
+    def __init__(
+        self, vocab: int, memory: str, layers: int = 4, norm: str = "post", smear: bool = False, recency: bool = False
+    ) -> None:
         super().__init__()
         cfg = replace(PRESETS[f"babilong-qa1-{memory}"][1].model, vocab_size=vocab, n_layers=layers, norm=norm)
-        cfg = replace(cfg, smear_keys=smear or cfg.smear_keys)
+        cfg = replace(cfg, smear_keys=smear or cfg.smear_keys, recency_bias=recency or cfg.recency_bias)
         self.lm = TransformerLM(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,10 +204,16 @@ def test_rows(questions: list[BabiQuestion], bpe: BpeTokenizer) -> tuple[torch.T
 
 
 @torch.no_grad()
-def test_accuracy(model: nn.Module, questions: list[BabiQuestion], bpe: BpeTokenizer) -> float:
+def test_accuracy(model: nn.Module, questions: list[BabiQuestion], bpe: BpeTokenizer) -> tuple[float, dict[int, float]]:
+    """Accuracy, and accuracy by how many facts came after the asked person's last move (0: the last fact)."""
     x, where, answers = test_rows(questions, bpe)
-    predicted = model(x)[torch.arange(len(x)), where].argmax(-1)
-    return float((predicted == answers).float().mean())
+    right = (model(x)[torch.arange(len(x)), where].argmax(-1) == answers).tolist()
+    by_ago: dict[int, list[bool]] = {}
+    for q, r in zip(questions, right, strict=True):
+        person = q.question.rstrip("?").split()[-1]
+        ago = next(i for i, fact in enumerate(reversed(q.facts)) if mover(fact)[0] == person)
+        by_ago.setdefault(ago, []).append(r)
+    return sum(right) / len(right), {n: round(sum(v) / len(v), 3) for n, v in sorted(by_ago.items())}
 
 
 def save_run(model: MemtxGPT, bpe: BpeTokenizer, memory: str, out: Path) -> None:
@@ -217,9 +244,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--post-norm", action="store_true", help="plain: post-norm layers (memtx's default)")
     parser.add_argument("--norm", choices=("post", "pre"), default="post", help="memtx-*: model.norm")
     parser.add_argument("--smear", action="store_true", help="memtx-*: model.smear_keys (smeared keys)")
+    parser.add_argument(
+        "--alibi", action="store_true", help="a learned recency bias per head (memtx-*: model.recency_bias)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rename", action="store_true", help="train rows rename people and rooms from larger pools")
     parser.add_argument("--lm", action="store_true", help="score every token, not only the answers")
+    parser.add_argument(
+        "--ask",
+        choices=("babi", "anyone", "far"),
+        default="babi",
+        help="anyone: each training row's final question asks about a person drawn from everyone named so far, "
+        "answered by qa1's rule (bAbI's own questions mostly ask about someone who moved in the last facts); "
+        "far: about the person whose last move is the oldest",
+    )
     parser.add_argument(
         "--balance",
         action="store_true",
@@ -276,11 +314,13 @@ def main(argv: list[str] | None = None) -> None:
         texts += [f"{w} {w}." for w in MORE_PEOPLE + MORE_ROOMS for _ in range(2000)]
     bpe = load_tokenizer(Path(a.init_from)) if a.init_from else BpeTokenizer.train(texts, 1024)
     if a.model in ("smeared", "unsmeared"):
-        model = SmearedGPT(bpe.vocab_size, layers=a.layers, smear=a.model == "smeared")
+        model = SmearedGPT(bpe.vocab_size, layers=a.layers, smear=a.model == "smeared", alibi=a.alibi)
     elif a.model == "plain":
         model = PlainGPT(bpe.vocab_size, layers=a.layers, post_norm=a.post_norm)
     else:
-        model = MemtxGPT(bpe.vocab_size, a.model.split("-")[1], layers=a.layers, norm=a.norm, smear=a.smear)
+        model = MemtxGPT(
+            bpe.vocab_size, a.model.split("-")[1], layers=a.layers, norm=a.norm, smear=a.smear, recency=a.alibi
+        )
         if a.init_from:
             load_weights(model.lm, Path(a.init_from) / MODEL_FILE)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
@@ -298,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
                 a.lm,
                 a.mode != "plain",
                 renaming(rng) if a.rename else None,
+                a.ask,
             )
             for _ in range(a.batch_size)
         ]
@@ -309,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         opt.step()
         schedule.step()
         if step % a.every == 0:
-            acc = test_accuracy(model, test, bpe)
+            acc, by_ago = test_accuracy(model, test, bpe)
             print(
                 json.dumps(
                     {
@@ -317,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
                         "mode": a.mode,
                         "step": step,
                         "test_accuracy": acc,
+                        "by_moves_ago": by_ago,
                         "seconds": round(time.time() - start),
                     }
                 )

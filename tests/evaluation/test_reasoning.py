@@ -315,6 +315,9 @@ def test_shortcut_split_finds_the_room_mentioned_last():
     facts = ("Mary went to the garden.", "John moved to the office.", "Mary is in the bathroom, not the kitchen.")
     assert split.last_room(facts) == "kitchen" and split.last_room(facts[:2]) == "office"
     assert split.last_room(("The officers left the gardens.",)) is None  # whole words only
+    moves = ("Mary went to the garden.", "John moved to the office.", "Mary travelled to the hallway.")
+    assert [split.moves_ago(moves, f"Where is {p}?") for p in ("Mary", "John")] == [0, 1]
+    assert split.moves_ago(moves[:2], "Where is Mary?") == 1
 
 
 def test_bpe_rows_and_prompts_count_in_tokens(tmp_path, babi):
@@ -436,6 +439,18 @@ def test_plain_gpt_control_rows_answer_by_the_qa1_rule(babi):
         )  # aug: after all facts but the last
         people = {plain.mover(f)[0] for f in stories[index].facts}
         assert set(where) == ({renamed[p] for p in people} if rename else people)  # --rename: every name swapped
+    # --ask anyone: the final question is about one of the people named, answered by their last move
+    finals = set()
+    for seed in range(12):
+        x, y = plain.row(stories, 1, bpe, False, random.Random(seed), inline=False, ask="anyone")
+        (person, room), *_ = re.findall(r"Where is (\w+)\?\nA: (\w+)", bpe.decode(x.tolist()))  # x holds the answer
+        where = dict(plain.mover(f) for f in stories[1].facts)
+        assert room == where[person]
+        finals.add(person)
+    assert finals == set(where)  # everyone named gets asked
+    x, _ = plain.row(stories, 1, bpe, False, random.Random(0), inline=False, ask="far")  # the oldest last move
+    oldest = min(where, key=lambda p: max(i for i, f in enumerate(stories[1].facts) if plain.mover(f)[0] == p))
+    assert re.findall(r"Where is (\w+)\?", bpe.decode(x.tolist())) == [oldest]
     # A test prompt sits exactly where a training row puts the same question (the positions are absolute).
     x, where, answer = plain.test_rows(stories[:1], bpe)
     row_x, row_y = plain.row(stories, 0, bpe, False, rng)

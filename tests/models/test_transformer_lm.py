@@ -21,6 +21,10 @@ CONFIGS = {
     "transformer-pre": dict(block="transformer", n_persistent=2, d_ff=8, norm="pre"),
     "allattn-smear": dict(block="allattn", n_persistent=4, smear_keys=True),
     "transformer-pre-smear": dict(block="transformer", n_persistent=2, d_ff=8, norm="pre", smear_keys=True),
+    "allattn-recency": dict(block="allattn", n_persistent=4, recency_bias=True),
+    "transformer-recency-adaptive": dict(
+        block="transformer", n_persistent=0, d_ff=8, recency_bias=True, adaptive_span=True, span_init=0.5
+    ),
 }
 
 
@@ -32,6 +36,10 @@ def tiny(name, span=6, seed=0):
         with torch.no_grad():
             for block in model.blocks:
                 block.attn.smear.copy_(torch.randn_like(block.attn.smear))
+    if cfg.recency_bias:  # slopes of either sign's size, not ALiBi's fixed ladder
+        with torch.no_grad():
+            for block in model.blocks:
+                block.recency.raw.copy_(torch.randn_like(block.recency.raw))
     return model
 
 

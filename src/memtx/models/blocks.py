@@ -13,6 +13,7 @@ from memtx.models.config import ModelConfig
 from memtx.nn.adaptive_span import AdaptiveSpan
 from memtx.nn.attention import MultiHeadAttention, window_context
 from memtx.nn.feedforward import FeedForward
+from memtx.nn.recency import RecencyBias
 from memtx.ops.attention import doubled
 
 
@@ -41,6 +42,7 @@ class AllAttentionBlock(nn.Module):
             if cfg.adaptive_span
             else None
         )
+        self.recency = RecencyBias(cfg.n_heads, cfg.span) if cfg.recency_bias else None
         self.norm_attn = nn.LayerNorm(cfg.d_model)
 
     def cache_len(self) -> int:
@@ -72,7 +74,7 @@ class AllAttentionBlock(nn.Module):
     def step_tables(self, pos: Tensor) -> StepTables:
         """This block's generation constants; pos (Dh, span) the shared position table."""
         window = self.window()
-        span = self.adaptive_span.mask(window) if self.adaptive_span is not None else None
+        span = self.span_mask(window)
         return StepTables(
             self.attn.step_weight(),
             doubled(pos[:, pos.shape[1] - window :]),
@@ -106,8 +108,14 @@ class AllAttentionBlock(nn.Module):
             pos[:, pos.shape[1] - window :],
             n_pad,
             extra_kv=self.persistent() if self.persistent is not None else None,
-            span_mask=self.adaptive_span.mask(window) if self.adaptive_span is not None else None,
+            span_mask=self.span_mask(window),
         )
+
+    def span_mask(self, window: int) -> Tensor | None:
+        """(H, 1, window) multiplicative mask on the context probabilities: the adaptive span's, the recency
+        bias's, their product, or None."""
+        masks = [m.mask(window) for m in (self.adaptive_span, self.recency) if m is not None]
+        return masks[0] * masks[1] if len(masks) == 2 else (masks[0] if masks else None)
 
     def _finish(self, h: Tensor, attn: Tensor) -> Tensor:
         return h + attn if self.pre_norm else self.norm_attn(h + attn)

@@ -35,6 +35,10 @@ class ModelConfig:
     """Smeared keys (Olsson et al. 2022, 'In-context learning and induction heads'): each key becomes
     s k_j + (1 - s) k_{j-1} with a learned s per head and layer, so that one layer can find 'the token after an
     earlier occurrence of this one'. Not in the All-attention paper; an option for in-context recall tasks."""
+    recency_bias: bool = False
+    """A learned recency bias per head and layer (ALiBi with learned slopes, memtx.nn.recency): logits minus
+    s_h x distance over the context, persistent vectors unbiased. Not in the All-attention paper; an option for
+    tasks whose answer is the latest of several matches (bAbI qa1)."""
     n_persistent: int = 256
     """N: persistent key/value vectors per head and per layer (0 = plain attention)."""
     d_ff: int = 1024
