@@ -40,6 +40,9 @@ PEOPLE = ("Mary", "John", "Daniel", "Sandra")  # qa1's people and rooms
 ROOMS = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
 MORE_PEOPLE = "Anna Ben Carl Dora Emma Fred Gina Hugo Iris Jack Kate Liam Nora Omar Paul Rosa Sam Tina Uma Vera".split()
 MORE_ROOMS = "attic basement cellar garage library pantry porch studio lobby balcony yard lounge".split()
+# --filler: short sentences that name no one and no room, put between facts so that a fact's place stops telling
+# how many facts ago it was
+FILLERS = ("Then.", "Later.", "Next.", "Soon.", "Meanwhile.", "Afterwards.")  # 5-9 BPE tokens each
 
 
 def renaming(rng: random.Random) -> dict[str, str]:
@@ -65,6 +68,7 @@ def row(
     inline: bool = True,
     rename: dict[str, str] | None = None,
     ask: str = "babi",
+    filler: int = 0,
 ):
     """(x, y) of length T for question ``index``: pad, facts with questions inline, the question; answers scored
     (every token with ``lm``)."""
@@ -83,6 +87,8 @@ def row(
     where: dict[str, str] = {}
     for i, fact in enumerate(q.facts, 1):
         add(fact + " ")
+        for _ in range(rng.randint(0, filler) if filler else 0):
+            add(rng.choice(FILLERS) + " ")
         person, room = mover(fact)
         where[person] = room
         if i in asked:
@@ -251,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rename", action="store_true", help="train rows rename people and rooms from larger pools")
     parser.add_argument("--lm", action="store_true", help="score every token, not only the answers")
     parser.add_argument(
+        "--filler", type=int, default=0, help="training rows: 0..N short filler sentences after each fact (test: none)"
+    )
+    parser.add_argument(
         "--ask",
         choices=("babi", "anyone", "far"),
         default="babi",
@@ -339,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
                 a.mode != "plain",
                 renaming(rng) if a.rename else None,
                 a.ask,
+                a.filler,
             )
             for _ in range(a.batch_size)
         ]

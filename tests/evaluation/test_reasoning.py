@@ -451,6 +451,13 @@ def test_plain_gpt_control_rows_answer_by_the_qa1_rule(babi):
     x, _ = plain.row(stories, 1, bpe, False, random.Random(0), inline=False, ask="far")  # the oldest last move
     oldest = min(where, key=lambda p: max(i for i, f in enumerate(stories[1].facts) if plain.mover(f)[0] == p))
     assert re.findall(r"Where is (\w+)\?", bpe.decode(x.tolist())) == [oldest]
+    # --filler: filler sentences between the facts; the facts, questions and scored answers unchanged
+    x, y = plain.row(stories, 2, bpe, False, random.Random(5), inline=False, filler=2)
+    bare_x, bare_y = plain.row(stories, 2, bpe, False, random.Random(5), inline=False)
+    text, bare = bpe.decode(x.tolist()), bpe.decode(bare_x.tolist())
+    assert sum(text.count(f) for f in plain.FILLERS) > 0 and not any(f in bare for f in plain.FILLERS)
+    assert items.findall(text) == items.findall(bare)
+    assert y[y != -100].tolist() == bare_y[bare_y != -100].tolist()
     # A test prompt sits exactly where a training row puts the same question (the positions are absolute).
     x, where, answer = plain.test_rows(stories[:1], bpe)
     row_x, row_y = plain.row(stories, 0, bpe, False, rng)
