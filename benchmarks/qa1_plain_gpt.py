@@ -5,10 +5,13 @@ the cheap place to try a training recipe before memtx's presets get it.
 Rows: a training story's facts, each followed by the bAbI questions asked there and their answers (as memtx's
 inline questions; ``--mode plain``: none), then the row's question; ``--mode aug`` also asks, after every other
 fact, "Where is X?" for a random person already named, answered by qa1's rule (the room of X's last move), so that
-most questions are not answered by the last-mentioned room. ``--fact-curriculum 2`` trains on the questions asked
+most questions are not answered by the last-mentioned room; ``--ask anyone`` (``far``) makes each row's final question
+about anyone named so far (the person whose last move is oldest); ``--filler N`` puts 0..N short filler sentences
+after each fact. ``--fact-curriculum 2`` trains on the questions asked
 after at most 2 facts for ``--stage-steps``, then on all. Test: the first ``--test`` qa1 test questions, the facts
 then the question, placed where a training row puts its final question, argmax of the answer's token. Prints one
-JSON line per evaluation. memtx-* models: ``--save DIR`` writes a memtx run folder, ``--init-from DIR`` continues one.
+JSON line per evaluation, with the accuracy by how many facts came after the asked person's last move. memtx-*
+models: ``--save DIR`` writes a memtx run folder, ``--init-from DIR`` continues one.
 
     python benchmarks/qa1_plain_gpt.py --fact-curriculum 2 --stage-steps 1250 --steps 3000
 """
