@@ -3,6 +3,7 @@ pre-norm (``ModelConfig.norm``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -115,7 +116,7 @@ class AllAttentionBlock(nn.Module):
         """(H, 1, window) multiplicative mask on the context probabilities: the adaptive span's, the recency
         bias's, their product, or None."""
         masks = [m.mask(window) for m in (self.adaptive_span, self.recency) if m is not None]
-        return masks[0] * masks[1] if len(masks) == 2 else (masks[0] if masks else None)
+        return math.prod(masks) if masks else None
 
     def _finish(self, h: Tensor, attn: Tensor) -> Tensor:
         return h + attn if self.pre_norm else self.norm_attn(h + attn)

@@ -33,4 +33,4 @@ class RecencyBias(nn.Module):
 
     def mask(self, window: int) -> Tensor:
         """(H, 1, window) multiplicative mask for the ``window`` nearest distances (last column = distance 0)."""
-        return torch.exp(-nn.functional.softplus(self.raw) * self.distance[self.span - window :])
+        return torch.exp(-self.slopes().view(-1, 1, 1) * self.distance[self.span - window :])
