@@ -116,3 +116,35 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, corpus_f
     with pytest.raises(CheckpointError, match="another architecture"):
         train(other, tmp_path / "d", progress=False)
     assert not (tmp_path / "c").exists() and not (tmp_path / "d" / "config.json").exists()
+
+
+def test_init_from_another_memory_mechanism_starts_only_the_memory_fresh(tmp_path):
+    """An RMT model's weights into an ARMT model: every non-memory tensor loaded exactly, the ARMT memory's own left
+    at their initial values (the RMT memory tokens dropped); any other difference still refuses the file."""
+    from dataclasses import replace
+
+    from memtx.errors import CheckpointError
+    from memtx.models.config import ModelConfig
+    from memtx.models.transformer_lm import TransformerLM
+    from memtx.training.checkpoint import load_weights, save_weights
+
+    base = ModelConfig(
+        vocab_size=40, n_layers=2, d_model=32, n_heads=4, block="transformer", n_persistent=0, d_ff=64, span=32
+    )
+    torch.manual_seed(0)
+    rmt = TransformerLM(replace(base, memory="rmt", mem_tokens=4))
+    path = tmp_path / "rmt.safetensors"
+    save_weights(rmt.state_dict(), path)
+    torch.manual_seed(1)
+    armt = TransformerLM(replace(base, memory="armt", mem_tokens=4, mem_dim=16))
+    before = {k: v.clone() for k, v in armt.state_dict().items()}
+    fresh = load_weights(armt, path, fresh_prefix="memory.")
+    after = armt.state_dict()
+    assert fresh == sorted(k for k in after if k.startswith("memory."))
+    for k, v in after.items():
+        expected = before[k] if k.startswith("memory.") else rmt.state_dict()[k]
+        assert torch.equal(v, expected), k
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_weights(TransformerLM(replace(base, memory="armt", mem_tokens=4, mem_dim=16)), path)
+    with pytest.raises(CheckpointError, match="another architecture"):  # a block of another width is not memory
+        load_weights(TransformerLM(replace(base, memory="armt", d_ff=128, mem_tokens=4, mem_dim=16)), path, fresh_prefix="memory.")

@@ -75,26 +75,39 @@ def read_tensors(path: Path) -> dict[str, Tensor]:
         ) from e
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load weights, refusing files saved for another architecture with a one-line reason."""
+def load_weights(model: nn.Module, path: Path, fresh_prefix: str = "") -> list[str]:
+    """Load weights, refusing files saved for another architecture with a one-line reason.
+
+    fresh_prefix: parameters under it (e.g. "memory.") may be absent from the file, or of another shape, and keep
+    their initial values, and the file's own under it are dropped (start one memory mechanism from a model trained
+    with another). Returns the names of the model's tensors left at their initial values."""
     tensors = read_tensors(path)
     own = model.state_dict()
+    fresh = sorted(
+        k
+        for k in own
+        if fresh_prefix and k.startswith(fresh_prefix) and (k not in tensors or own[k].shape != tensors[k].shape)
+    )
+    if fresh_prefix:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(fresh_prefix) or (k in own and k not in fresh)}
     shaped = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     # load_state_dict reports missing keys after the modules' own defaults for keys added later
     # (AssociativeMemory.norm_bound); shapes are checked first, as it raises on those
     result = None if shaped else model.load_state_dict(tensors, strict=False)
-    if shaped or result.missing_keys or result.unexpected_keys:
+    missing = [] if result is None else sorted(set(result.missing_keys) - set(fresh))
+    if shaped or missing or result.unexpected_keys:
         what = (
             f"{shaped[0]} is {tuple(tensors[shaped[0]].shape)}, expected {tuple(own[shaped[0]].shape)}"
             if shaped
-            else f"missing {sorted(result.missing_keys)[0]}"
-            if result.missing_keys
+            else f"missing {missing[0]}"
+            if missing
             else f"unexpected {sorted(result.unexpected_keys)[0]}"
         )
         raise CheckpointError(
             f"{path} holds weights of another architecture ({what}): use it with the config.json it was "
             "trained with, or start a new run folder"
         )
+    return fresh
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:

@@ -173,7 +173,8 @@ class RunConfig:
     float32); weights, gradients and optimizer state stay float32."""
     init_from: str = ""
     """Start from the weights of this run folder (its final model, else its newest checkpoint), with fresh optimiser,
-    schedule and data; the other settings (curriculum, lengths, lr) may differ, the parameter shapes may not."""
+    schedule and data; the other settings (curriculum, lengths, lr) may differ, the parameter shapes may not, except
+    the memory mechanism's (model.memory), whose parameters the folder lacks start fresh: e.g. ARMT from an RMT run."""
 
     def __post_init__(self) -> None:
         _require_finite(self, "")

@@ -313,7 +313,10 @@ def _train(
         streams.load_state_dict(trainer_state["streams"])
         state = memory_from_tensors({k: v[rows].to(device) for k, v in memory.items()}) if memory is not None else None
     elif init is not None:
-        load_weights(model, init)  # on every rank (FSDP shards, it does not broadcast)
+        # on every rank (FSDP shards, it does not broadcast); the memory mechanism may differ from the init's
+        fresh = load_weights(model, init, fresh_prefix="memory.")
+        if fresh and ranks.is_main:
+            print(f"memtx: --init-from: {len(fresh)} memory tensors start fresh ({fresh[0]}, ...)", file=sys.stderr)
     model.to(device)
     _on_main(ranks, write_config, cfg, run_dir)  # only now: a resume that failed to load changed nothing
     if tokenizer is not None and ranks.is_main:
