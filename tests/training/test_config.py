@@ -63,3 +63,16 @@ def test_cli_values_parse_or_refuse_in_one_line(field, value):
     for part in field.removeprefix("--").replace("-", "_").split("."):
         got = got[part]
     assert float(got) == float(value)
+
+
+def test_curriculum_mix_draws_earlier_stages_half_the_time_deterministically():
+    cfg = RunConfig(curriculum=(1, 2, 4, 8), stage_steps=1000, curriculum_mix=True, seed=3)
+    plain = dataclasses.replace(cfg, curriculum_mix=False)
+    assert [cfg.stage_at(s) for s in (0, 999, 1000, 2999, 3000, 10**6)] == [0, 0, 1, 2, 3, 3]
+    assert all(cfg.segments_at(s) == 1 for s in range(1000))  # the first stage has nothing earlier
+    last = [cfg.segments_at(s) for s in range(3000, 4000)]
+    assert set(last) == {1, 2, 4, 8} and 420 < last.count(8) < 580  # half on average, the rest spread
+    assert all(110 < last.count(n) < 225 for n in (1, 2, 4))  # ~167 each
+    assert last == [cfg.segments_at(s) for s in range(3000, 4000)]  # a function of (seed, step): resumes agree
+    assert last != [dataclasses.replace(cfg, seed=4).segments_at(s) for s in range(3000, 4000)]
+    assert [plain.segments_at(s) for s in (0, 1000, 2000, 3000, 5000)] == [1, 2, 4, 8, 8]

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from memtx.errors import CheckpointError, ConfigError
 from memtx.models.config import ModelConfig
 from memtx.runtime import check_device_name
@@ -137,6 +139,9 @@ class RunConfig:
     and continues from the previous one's weights; a checkpoint is written at each change. Empty = unroll."""
     stage_steps: int = 0
     """Steps per curriculum stage."""
+    curriculum_mix: bool = False
+    """Past the first stage, every other step on average runs an earlier stage's segment count (drawn uniformly,
+    a function of seed and step), so the shorter lengths stay trained while the longer ones are learned."""
     max_steps: int = 1000
     """Stop after this many optimiser steps."""
     max_time: float = 0.0
@@ -204,11 +209,22 @@ class RunConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
 
+    def stage_at(self, step: int) -> int:
+        """The curriculum stage (0-based) at optimiser step `step` (0-based); 0 without a curriculum."""
+        if not self.curriculum:
+            return 0
+        return min(step // self.stage_steps, len(self.curriculum) - 1) if self.stage_steps else len(self.curriculum) - 1
+
     def segments_at(self, step: int) -> int:
-        """Segments per step at optimiser step `step` (0-based): the curriculum stage, else unroll."""
+        """Segments per step at optimiser step `step` (0-based): the curriculum stage's (with curriculum_mix,
+        sometimes an earlier one's), else unroll."""
         if not self.curriculum:
             return self.unroll
-        return self.curriculum[min(step // self.stage_steps, len(self.curriculum) - 1) if self.stage_steps else -1]
+        stage = self.stage_at(step)
+        if self.curriculum_mix and stage:
+            draw = np.random.default_rng([self.seed, step, 0x6D6978]).integers(2 * stage)
+            stage = int(draw) if draw < stage else stage
+        return self.curriculum[stage]
 
     @property
     def final_segments(self) -> int:

@@ -392,7 +392,7 @@ def _train(
                 break
             t0 = time.perf_counter()
             n_segments = cfg.segments_at(step)
-            if step and n_segments != cfg.segments_at(step - 1) and saved_step != step:
+            if step and cfg.stage_at(step) != cfg.stage_at(step - 1) and saved_step != step:
                 checkpoint()  # a curriculum stage ends: keep its weights
                 saved_step = step
             batch = streams.next_batch(n_segments)
