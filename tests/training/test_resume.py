@@ -147,4 +147,8 @@ def test_init_from_another_memory_mechanism_starts_only_the_memory_fresh(tmp_pat
     with pytest.raises(CheckpointError, match="another architecture"):
         load_weights(TransformerLM(replace(base, memory="armt", mem_tokens=4, mem_dim=16)), path)
     with pytest.raises(CheckpointError, match="another architecture"):  # a block of another width is not memory
-        load_weights(TransformerLM(replace(base, memory="armt", d_ff=128, mem_tokens=4, mem_dim=16)), path, fresh_prefix="memory.")
+        load_weights(
+            TransformerLM(replace(base, memory="armt", d_ff=128, mem_tokens=4, mem_dim=16)),
+            path,
+            fresh_prefix="memory.",
+        )
