@@ -136,7 +136,7 @@ class RunConfig:
     """Memory hand-overs that gradients cross within a step (0: none, -1: all S-1)."""
     curriculum: tuple[int, ...] = ()
     """Segments per step by stage, e.g. 1 2 4 8: each stage lasts stage_steps steps (the last runs to the end)
-    and continues from the previous one's weights; a checkpoint is written at each change. Empty = unroll."""
+    and continues from the previous one's weights; a checkpoint is written at each new stage. Empty = unroll."""
     stage_steps: int = 0
     """Steps per curriculum stage."""
     curriculum_mix: bool = False
