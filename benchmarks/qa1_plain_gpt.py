@@ -34,7 +34,7 @@ from memtx.data.bpe import BpeTokenizer
 from memtx.models.transformer_lm import TransformerLM
 from memtx.presets import PRESETS
 from memtx.tasks.babilong import BabiQuestion, load_babi
-from memtx.tasks.babilong_batches import earlier_questions, prompt_suffix
+from memtx.tasks.babilong_batches import FILLERS, earlier_questions, prompt_suffix
 from memtx.training.checkpoint import MODEL_FILE, load_weights, model_metadata, save_weights
 from memtx.training.trainer import TOKENIZER_FILE, load_tokenizer
 
@@ -43,9 +43,6 @@ PEOPLE = ("Mary", "John", "Daniel", "Sandra")  # qa1's people and rooms
 ROOMS = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
 MORE_PEOPLE = "Anna Ben Carl Dora Emma Fred Gina Hugo Iris Jack Kate Liam Nora Omar Paul Rosa Sam Tina Uma Vera".split()
 MORE_ROOMS = "attic basement cellar garage library pantry porch studio lobby balcony yard lounge".split()
-# --filler: short sentences that name no one and no room, put between facts so that a fact's place stops telling
-# how many facts ago it was
-FILLERS = ("Then.", "Later.", "Next.", "Soon.", "Meanwhile.", "Afterwards.")  # 5-9 BPE tokens each
 
 
 def renaming(rng: random.Random) -> dict[str, str]:

@@ -22,6 +22,7 @@ from memtx.models.config import ModelConfig
 from memtx.tasks.babilong import Babilong, parse_babi
 from memtx.tasks.babilong_batches import (
     ANSWER_ROOM,
+    FILLERS,
     PAD,
     BabilongBatches,
     earlier_questions,
@@ -375,19 +376,60 @@ def test_bpe_run_trains_saves_its_tokenizer_and_sweeps(tmp_path, babi, capsys):
             DataConfig(tokens=tokens, task=task)
 
 
-def test_no_noise_pilot_rows_hold_the_facts_alone(babi):
-    spec = importlib.util.spec_from_file_location("no_noise", Path(__file__).parents[2] / "benchmarks/no_noise.py")
-    no_noise = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(no_noise)
-    gen = Babilong("qa1", "test", babi_dir=babi[0], noise_dir=babi[1])
-    with no_noise.facts_only():
-        s = gen.sample(0, "300")
-        rows = BabilongBatches(("qa1",), 4, 128, seed=0, babi_dir=babi[0], noise_dir=babi[1]).next_batch(2)
-    assert s.n_noise == 0 and s.context() == "".join(f + " " for f in s.facts) and s.length <= 300
-    assert gen.sample(0, "300").n_noise > 0  # restored
-    for x in rows.x:
-        text = bytes(x[x != PAD].tolist()).decode()
-        assert "story" not in text and "\nQ: Where is" in text and x[0] == PAD  # no book text, left-padded
+def test_noise_free_rows_with_fillers_and_questions_about_anyone(tmp_path, babi):
+    """babilong-qa1-window's rows: the facts alone (no book text), left-padded, 0..2 fillers after each fact, and a
+    final question about anyone named so far, answered by the room of their last move in the row; the same batch
+    for the same seed; without the options the rows are the usual ones."""
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1], inline_questions=True)
+    batches = BabilongBatches(("qa1",), 16, 64, seed=2, noise=False, fillers=2, ask="anyone", **kw)
+    bpe = BpeTokenizer.train(itertools.chain(batches.texts(), FILLERS), 400)
+    batches.set_codec(bpe)
+    move = re.compile(r"(\w+) [\w ]+ to the (\w+)\.")
+    asked, gaps = set(), set()
+    for _ in range(4):
+        b = batches.next_batch(segments=2)
+        for x, y in zip(b.x, b.y, strict=True):
+            kept = (x != PAD).nonzero().flatten()
+            assert x[0] == PAD and kept[-1] - kept[0] + 1 == len(kept)  # left-padded, then one block
+            text = bpe.decode(x[x != PAD].tolist())
+            assert "story" not in text  # no book sentence
+            context, final = text.rsplit("\nQ: ", 1)
+            person = final.removeprefix("Where is ").split("?")[0]
+            where = {m[1]: m[2] for m in move.finditer(context)}
+            answer = bpe.decode(y[y != -100].tolist()).split()[-1]
+            assert answer == where[person]  # qa1's rule on the row's own facts
+            asked.add((person, move.findall(context)[-1][0] == person))
+            runs = re.split(r"\w+ [\w ]+ to the \w+\.", re.sub(r"\nQ: .*?\nA: \w+\n", "", context))
+            assert not runs[0].strip() and all(set(r.split()) <= set(FILLERS) for r in runs[1:])  # facts, fillers
+            gaps |= {len(r.split()) for r in runs[1:]}
+    assert gaps == {0, 1, 2}  # 0..2 fillers after a fact
+    assert len({p for p, _ in asked}) >= 3 and {last for _, last in asked} == {True, False}  # not only the last mover
+    again = BabilongBatches(("qa1",), 16, 64, seed=2, noise=False, fillers=2, ask="anyone", **kw)
+    again.set_codec(bpe)
+    again.load_state_dict({"index": 3})
+    assert torch.equal(again.next_batch(2).x, b.x)
+    usual = BabilongBatches(("qa1",), 16, 64, seed=2, **kw)
+    usual.set_codec(bpe)
+    assert any("story" in bpe.decode(x.tolist()) for x in usual.next_batch(2).x)  # book text by default
+    with pytest.raises(ConfigError, match="needs --data.babi-tasks qa1"):
+        DataConfig(task="babilong", babi_tasks=("qa1", "qa2"), ask="anyone")
+    with pytest.raises(ConfigError, match="are for --data.task babilong"):
+        DataConfig(fillers=2)
+
+
+def test_noise_free_run_validates_at_0k(tmp_path, babi):
+    cfg = tiny_run("unused", max_steps=2, segment_len=256, eval_samples=2)
+    cfg = replace(
+        cfg,
+        model=ModelConfig(vocab_size=256, n_layers=1, d_model=16, n_heads=2, n_persistent=2, span=256),
+        data=DataConfig(task="babilong", babi_dir=babi[0], noise_dir=babi[1], babi_noise=False, fillers=1),
+    )
+    train(cfg, tmp_path / "run", progress=False)
+    final = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
+    assert final["valid_length"] == 0 and final["valid_samples"] == 2
 
 
 def _plain_gpt_script():

@@ -12,7 +12,9 @@ for qa1's rooms) and a model learns that shortcut, which fails at evaluation. On
 targets (cut at the row end if longer than ``ANSWER_ROOM``); with ``inline_questions`` the story's earlier
 questions also appear in the context, each right after the statements bAbI asks it after and in the same layout,
 and their answers are targets too; with ``question_curriculum`` the first batches draw only questions asked early
-in their story (stage by stage). Batch k is a pure function of (seed, k), so resumed
+in their story (stage by stage); ``fillers`` puts 0..N short filler sentences after each fact; ``noise=False`` leaves
+the book text out (the facts alone, left-padded); ``ask="anyone"`` (qa1) asks each row's final question about anyone
+named so far rather than bAbI's own. Batch k is a pure function of (seed, k), so resumed
 runs see the same batches. Train samples use bAbI train stories and the train books; evaluation the test stories
 and the test books.
 """
@@ -33,6 +35,9 @@ from memtx.tasks.synthetic import IGNORE_INDEX, TaskBatch
 PAD = 0
 ANSWER_ROOM = 8  # tokens after the cue: the row's last x positions, whose targets are the answer and its newline
 QUESTION, ANSWER = "\nQ: ", "\nA: "
+# ``fillers``: sentences that name no one and no place, put between facts so that a fact's place stops telling how
+# many facts back it is (book noise does this at length; these do it in a short noise-free row)
+FILLERS = ("Then.", "Later.", "Next.", "Soon.", "Meanwhile.", "Afterwards.")
 
 
 def prompt_suffix(question: str) -> str:
@@ -48,16 +53,29 @@ def earlier_questions(questions: list[BabiQuestion], index: int) -> list[BabiQue
     return questions[first:index]
 
 
-def with_inline(q: BabiQuestion, earlier: list[BabiQuestion]) -> tuple[str, ...]:
+def with_inline(
+    q: BabiQuestion, earlier: list[BabiQuestion], fillers: tuple[tuple[str, ...], ...] = ()
+) -> tuple[str, ...]:
     """``q``'s statements with each earlier question and its answer right after the statements it was asked
-    after, in the layout of the final one (``prompt_suffix`` + answer + newline)."""
+    after, in the layout of the final one (``prompt_suffix`` + answer + newline); ``fillers[i]`` go right after
+    statement i."""
     after: dict[int, list[str]] = {}
     for e in earlier:
         after.setdefault(len(e.facts), []).append(f"{prompt_suffix(e.question)}{e.answer}\n")
     out: list[str] = []
     for i, fact in enumerate(q.facts, 1):
-        out += [fact, *after.get(i, [])]
+        out += [fact, *(fillers[i - 1] if fillers else ()), *after.get(i, [])]
     return tuple(out)
+
+
+def last_rooms(facts: tuple[str, ...]) -> dict[str, str]:
+    """qa1's rule: each person named in ``facts`` ("Mary went back to the kitchen.") -> the room of their last
+    move."""
+    where: dict[str, str] = {}
+    for fact in facts:
+        words = fact.rstrip(".").split()
+        where[words[0]] = words[-1]
+    return where
 
 
 class BabilongBatches:
@@ -76,9 +94,12 @@ class BabilongBatches:
         codec=BYTES,
         question_curriculum: tuple[int, ...] = (),
         question_stage_steps: int = 0,
+        noise: bool = True,
+        fillers: int = 0,
+        ask: str = "babi",
     ) -> None:
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
-        self.inline_questions = inline_questions
+        self.inline_questions, self.noise, self.fillers, self.ask = inline_questions, noise, fillers, ask
         self.question_curriculum, self.question_stage_steps = question_curriculum, question_stage_steps
         self.babi_dir, self.noise_dir, self.variant = babi_dir, noise_dir, variant
         self.index = 0
@@ -142,16 +163,27 @@ class BabilongBatches:
             else:
                 index = int(rng.integers(len(gen.questions)))
             q = gen.questions[index]
-            cue = encode(prompt_suffix(q.question))
+            question, answer = q.question, q.answer
+            if self.ask == "anyone":
+                where = last_rooms(q.facts)
+                person = sorted(where)[int(rng.integers(len(where)))]
+                question, answer = f"Where is {person}?", where[person]
+            fillers = ()
+            if self.fillers:
+                counts = rng.integers(self.fillers + 1, size=len(q.facts))
+                fillers = tuple(tuple(FILLERS[int(j)] for j in rng.integers(len(FILLERS), size=c)) for c in counts)
+            cue = encode(prompt_suffix(question))
             room = n - ANSWER_ROOM - len(cue)  # context tokens: the cue's last token is x[n - ANSWER_ROOM - 1]
             if room < 0:
                 continue
             seed = int(rng.integers(2**31))
             earlier = earlier_questions(gen.questions, index) if self.inline_questions else []
             for k in range(len(earlier) + 1):  # the story's earlier questions inline, the oldest dropped to fit
-                sample = gen.sample(index, room, seed=seed, facts=with_inline(q, earlier[k:]))
-                if sample is not None:
+                facts = with_inline(q, earlier[k:], fillers)
+                sample = gen.sample(index, room if self.noise else 0, seed=seed, facts=facts)
+                if sample is not None and sample.length <= room:
                     break
+                sample = None
             if sample is None:  # the facts alone do not fit: draw another question
                 continue
             seq = np.full(n + 1, PAD, dtype=np.int64)
@@ -161,17 +193,17 @@ class BabilongBatches:
             for chunk in sample.chunks():
                 if chunk.startswith(QUESTION):  # an inline question: cue, then answer and newline as targets
                     cut = chunk.index(ANSWER) + len(ANSWER)
-                    head, answer = encode(chunk[:cut]), encode(chunk[cut:].rstrip(SEP))
-                    data = head + answer + encode(SEP)
-                    targets[pos + len(head) : pos + len(head) + len(answer)] = True
+                    head, inline_answer = encode(chunk[:cut]), encode(chunk[cut:].rstrip(SEP))
+                    data = head + inline_answer + encode(SEP)
+                    targets[pos + len(head) : pos + len(head) + len(inline_answer)] = True
                 else:
                     data = encode(chunk)
                 seq[pos : pos + len(data)] = data
                 pos += len(data)
             seq[pos:start] = cue
-            answer = encode(q.answer + "\n")[: ANSWER_ROOM + 1]
-            seq[start : start + len(answer)] = answer
-            targets[start : start + len(answer)] = True
+            answer_ids = encode(answer + "\n")[: ANSWER_ROOM + 1]
+            seq[start : start + len(answer_ids)] = answer_ids
+            targets[start : start + len(answer_ids)] = True
             x, y = seq[:-1].copy(), np.where(targets[1:], seq[1:], IGNORE_INDEX)
             return x, y
         raise ConfigError(

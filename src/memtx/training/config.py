@@ -14,6 +14,7 @@ import numpy as np
 from memtx.errors import CheckpointError, ConfigError
 from memtx.models.config import ModelConfig
 from memtx.runtime import check_device_name
+from memtx.tasks.babilong import task_name
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,17 @@ class DataConfig:
     every question. Empty = every question from the start."""
     question_stage_steps: int = 0
     """Steps per question_curriculum stage."""
+    babi_noise: bool = True
+    """babilong training: fill each row with book sentences around the facts. False: the facts alone (with their
+    inline questions and fillers), left-padded, and validation at 0k: the noise-free one-window phase that teaches
+    the lookup before the memory (preset babilong-qa1-window)."""
+    fillers: int = 0
+    """babilong training: after each fact, 0..N short filler sentences ("Then.", "Later.", ...; drawn per row), so
+    that a fact's place stops telling how many facts back it is. Evaluation is unchanged."""
+    ask: Literal["babi", "anyone"] = "babi"
+    """babilong training on qa1: 'anyone' replaces each row's final question with "Where is P?" for a person P
+    drawn from everyone named so far, answered by qa1's rule (the room of P's last move), where bAbI's own
+    questions mostly ask about someone who moved in the last two facts. Evaluation keeps bAbI's questions."""
     babi_dir: str | None = None
     """babilong: the bAbI v1.2 folder (None = shared/data/babi found above the working directory)."""
     noise_dir: str | None = None
@@ -82,6 +94,17 @@ class DataConfig:
                 "data.question_curriculum is for babilong: questions' places in their stories (>= 1), with "
                 f"--data.question-stage-steps N (N >= 1); got {list(self.question_curriculum)} on {self.task}, "
                 f"{self.question_stage_steps} steps"
+            )
+        if (not self.babi_noise or self.fillers or self.ask != "babi") and self.task != "babilong":
+            raise ConfigError("data.babi_noise, data.fillers and data.ask are for --data.task babilong")
+        if self.fillers < 0:
+            raise ConfigError(f"data.fillers must be >= 0, got {self.fillers}")
+        if self.ask not in ("babi", "anyone"):
+            raise ConfigError(f"data.ask must be babi or anyone, got {self.ask!r}")
+        if self.ask == "anyone" and {task_name(t) for t in self.babi_tasks} != {"qa1"}:
+            raise ConfigError(
+                f"data.ask anyone asks qa1's question (where is a person) and needs --data.babi-tasks qa1, got "
+                f"{' '.join(self.babi_tasks)}"
             )
         if self.symbols < 2 or self.pairs < 1:
             raise ConfigError("data.symbols must be >= 2 and data.pairs >= 1")

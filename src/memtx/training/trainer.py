@@ -96,6 +96,9 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | BpeTokenizer | N
             inline_questions=d.inline_questions,
             question_curriculum=d.question_curriculum,
             question_stage_steps=d.question_stage_steps,
+            noise=d.babi_noise,
+            fillers=d.fillers,
+            ask=d.ask,
         )
         if d.tokens == "bpe":
             tokenizer = tokenizer or BpeTokenizer.train(batches.texts(), d.max_vocab or DEFAULT_VOCAB)
@@ -174,8 +177,8 @@ class StepLoss(torch.nn.Module):
 def evaluate(model, cfg: RunConfig, corpus, batches, ranks: Ranks, final: bool, progress: bool = False) -> dict:
     """Validation metrics: exact bpc (perplexity for words) of the corpus split, or accuracy on held-out task
     samples."""
-    if cfg.data.task == "babilong":  # at the training length
-        length = str(max(cfg.final_segments * cfg.segment_len - 64, 0))
+    if cfg.data.task == "babilong":  # at the training length (noise-free rows: the facts alone, 0k)
+        length = str(max(cfg.final_segments * cfg.segment_len - 64, 0) if cfg.data.babi_noise else 0)
         d = cfg.data
         rows = list(evaluate_babilong(model, cfg.segment_len, list(d.babi_tasks), [length], cfg.eval_samples, 0,
                                       d.babi_dir, d.noise_dir, batch_size=cfg.eval_batch_size,
