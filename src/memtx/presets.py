@@ -216,9 +216,9 @@ def _babilong_presets() -> dict[str, tuple[str, RunConfig]]:
 # ("the room of this person's last move") where it is cheap, in one noise-free window of BPE tokens: questions about
 # anyone named, early questions first; smeared keys and a learned recency bias. It is then continued with filler
 # sentences between the facts (--init-from A --data.fillers 2 --data.question-curriculum --max-steps 2000): with
-# fillers from the first step, two runs sat below the last-room shortcut for 2,000-3,500 steps. B carries the lookup
-# to book noise and length: the ARMT preset from the window weights (--init-from; ARMT's memory starts fresh), in
-# BPE tokens, 100 steps a stage; C continues B at 32 segments with a lower learning rate (README).
+# fillers from the first step, three runs sat at or below the last-room shortcut for 2,000-3,500 steps. B carries
+# the lookup to book noise and length: the ARMT preset from the window weights (--init-from; ARMT's memory starts
+# fresh), in BPE tokens, 100 steps a stage; C continues B at 32 segments with a lower learning rate (README).
 _WINDOW_MODEL = replace(_BABI_MODEL, vocab_size=0, memory="rmt", smear_keys=True, recency_bias=True)
 _WINDOW = replace(
     _BABI,
