@@ -420,6 +420,42 @@ def test_noise_free_rows_with_fillers_and_questions_about_anyone(tmp_path, babi)
         DataConfig(fillers=2)
 
 
+def test_dense_questions_ask_after_every_fact_by_the_qa1_rule(tmp_path, babi):
+    """--data.dense-questions: after every fact but the last, an inline question about someone named so far,
+    answered (and scored) by the room of their last move up to that point; the final question follows as usual."""
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1], inline_questions=True, noise=False)
+    batches = BabilongBatches(("qa1",), 16, 64, seed=1, dense_questions=True, **kw)
+    bpe = BpeTokenizer.train(batches.texts(), 400)
+    batches.set_codec(bpe)
+    items = re.compile(r"(\w+) [\w ]+ to the (\w+)\.|Where is (\w+)\?\nA: (\w+)")
+    far = 0
+    for x, y in zip(*(lambda b: (b.x, b.y))(batches.next_batch(segments=2)), strict=True):
+        where, order, facts, answers = {}, [], 0, []
+        for m in items.finditer(bpe.decode(x[x != PAD].tolist())):
+            if m[1]:
+                where[m[1]], facts = m[2], facts + 1
+                order.append(m[1])
+            else:
+                assert m[4] == where[m[3]]  # qa1's rule on the facts before the question
+                far += m[3] not in order[-2:]
+                answers.append((facts, m[4]))
+        inline = [f for f, _ in answers[:-1]]
+        assert inline == list(range(1, facts))  # one question after each fact but the last, then the final one
+        scored = bpe.decode(y[y != -100].tolist()).split()
+        assert scored == [a for _, a in answers]  # every answer scored, nothing else
+    assert far > 0  # not only the last two movers
+    plain = BabilongBatches(("qa1",), 16, 64, seed=1, **kw)
+    plain.set_codec(bpe)
+    assert not torch.equal(plain.next_batch(2).y != -100, batches.next_batch(2).y != -100)
+    with pytest.raises(ConfigError, match="dense_questions asks qa1's question"):
+        DataConfig(task="babilong", babi_tasks=("qa2",), dense_questions=True)
+    with pytest.raises(ConfigError, match="are for --data.task babilong"):
+        DataConfig(dense_questions=True)
+
+
 def test_noise_free_run_validates_at_0k(tmp_path, babi):
     cfg = tiny_run("unused", max_steps=2, segment_len=256, eval_samples=2)
     cfg = replace(

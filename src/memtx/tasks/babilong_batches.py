@@ -14,7 +14,8 @@ questions also appear in the context, each right after the statements bAbI asks 
 and their answers are targets too; with ``question_curriculum`` the first batches draw only questions asked early
 in their story (stage by stage); ``fillers`` puts 0..N short filler sentences after each fact; ``noise=False`` leaves
 the book text out (the facts alone, left-padded); ``ask="anyone"`` (qa1) asks each row's final question about anyone
-named so far rather than bAbI's own. Batch k is a pure function of (seed, k), so resumed
+named so far rather than bAbI's own, and ``dense_questions`` (qa1) asks such a question inline after every fact but
+the last, in place of the story's own inline questions. Batch k is a pure function of (seed, k), so resumed
 runs see the same batches. Train samples use bAbI train stories and the train books; evaluation the test stories
 and the test books.
 """
@@ -22,6 +23,7 @@ and the test books.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
@@ -78,6 +80,26 @@ def last_rooms(facts: tuple[str, ...]) -> dict[str, str]:
     return where
 
 
+def anyone_questions(q: BabiQuestion, rng: np.random.Generator) -> list[BabiQuestion]:
+    """After each of ``q``'s facts but the last, "Where is P?" about a person P drawn from everyone named so far,
+    answered by qa1's rule, as questions of ``q``'s story (their ``facts``: the statements before them)."""
+    out = []
+    for i in range(1, len(q.facts)):
+        where = last_rooms(q.facts[:i])
+        person = sorted(where)[int(rng.integers(len(where)))]
+        out.append(
+            replace(
+                q,
+                facts=q.facts[:i],
+                fact_ids=q.fact_ids[:i],
+                question=f"Where is {person}?",
+                answer=where[person],
+                supporting_ids=(),
+            )
+        )
+    return out
+
+
 class BabilongBatches:
     """Training batches over one or more bAbI tasks (each row draws its task uniformly)."""
 
@@ -97,9 +119,11 @@ class BabilongBatches:
         noise: bool = True,
         fillers: int = 0,
         ask: str = "babi",
+        dense_questions: bool = False,
     ) -> None:
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
         self.inline_questions, self.noise, self.fillers, self.ask = inline_questions, noise, fillers, ask
+        self.dense_questions = dense_questions
         self.question_curriculum, self.question_stage_steps = question_curriculum, question_stage_steps
         self.babi_dir, self.noise_dir, self.variant = babi_dir, noise_dir, variant
         self.index = 0
@@ -177,7 +201,10 @@ class BabilongBatches:
             if room < 0:
                 continue
             seed = int(rng.integers(2**31))
-            earlier = earlier_questions(gen.questions, index) if self.inline_questions else []
+            if self.dense_questions:
+                earlier = anyone_questions(q, rng)
+            else:
+                earlier = earlier_questions(gen.questions, index) if self.inline_questions else []
             for k in range(len(earlier) + 1):  # the story's earlier questions inline, the oldest dropped to fit
                 facts = with_inline(q, earlier[k:], fillers)
                 sample = gen.sample(index, room if self.noise else 0, seed=seed, facts=facts)

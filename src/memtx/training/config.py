@@ -60,6 +60,11 @@ class DataConfig:
     """babilong training on qa1: 'anyone' replaces each row's final question with "Where is P?" for a person P
     drawn from everyone named so far, answered by qa1's rule (the room of P's last move), where bAbI's own
     questions mostly ask about someone who moved in the last two facts. Evaluation keeps bAbI's questions."""
+    dense_questions: bool = False
+    """babilong training on qa1: in place of the story's own inline questions, ask after every fact but the last
+    "Where is P?" for a person P drawn from everyone named so far, answered by qa1's rule: about one answer target
+    per fact (bAbI asks after every second one), and about anyone, however long ago they moved. Evaluation is
+    unchanged."""
     babi_dir: str | None = None
     """babilong: the bAbI v1.2 folder (None = shared/data/babi found above the working directory)."""
     noise_dir: str | None = None
@@ -95,17 +100,22 @@ class DataConfig:
                 f"--data.question-stage-steps N (N >= 1); got {list(self.question_curriculum)} on {self.task}, "
                 f"{self.question_stage_steps} steps"
             )
-        if (not self.babi_noise or self.fillers or self.ask != "babi") and self.task != "babilong":
-            raise ConfigError("data.babi_noise, data.fillers and data.ask are for --data.task babilong")
+        if (not self.babi_noise or self.fillers or self.ask != "babi" or self.dense_questions) and (
+            self.task != "babilong"
+        ):
+            raise ConfigError(
+                "data.babi_noise, data.fillers, data.ask and data.dense_questions are for --data.task babilong"
+            )
         if self.fillers < 0:
             raise ConfigError(f"data.fillers must be >= 0, got {self.fillers}")
         if self.ask not in ("babi", "anyone"):
             raise ConfigError(f"data.ask must be babi or anyone, got {self.ask!r}")
-        if self.ask == "anyone" and {task_name(t) for t in self.babi_tasks} != {"qa1"}:
-            raise ConfigError(
-                f"data.ask anyone asks qa1's question (where is a person) and needs --data.babi-tasks qa1, got "
-                f"{' '.join(self.babi_tasks)}"
-            )
+        for option, on in (("data.ask anyone", self.ask == "anyone"), ("data.dense_questions", self.dense_questions)):
+            if on and {task_name(t) for t in self.babi_tasks} != {"qa1"}:
+                raise ConfigError(
+                    f"{option} asks qa1's question (where is a person) and needs --data.babi-tasks qa1, got "
+                    f"{' '.join(self.babi_tasks)}"
+                )
         if self.symbols < 2 or self.pairs < 1:
             raise ConfigError("data.symbols must be >= 2 and data.pairs >= 1")
 

@@ -99,6 +99,7 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | BpeTokenizer | N
             noise=d.babi_noise,
             fillers=d.fillers,
             ask=d.ask,
+            dense_questions=d.dense_questions,
         )
         if d.tokens == "bpe":
             tokenizer = tokenizer or BpeTokenizer.train(batches.texts(), d.max_vocab or DEFAULT_VOCAB)
