@@ -243,6 +243,17 @@ _FROM_WINDOW = replace(
     max_time=0,
     eval_every=200,
 )
+# The best qa1 route measured inside #4's hour (71.5% at 4,032 tokens; results README, "Inside the hour"): phase A
+# cut to 4,000 + 1,000 filler steps, then this B: questions after every fact, 50 steps a stage, the learning rate
+# cut at step 420.
+_FROM_WINDOW_HOUR = replace(
+    _FROM_WINDOW,
+    data=replace(_FROM_WINDOW.data, dense_questions=True),
+    optim=replace(_FROM_WINDOW.optim, decay_at=420, decay_factor=0.25),
+    stage_steps=50,
+    max_steps=580,
+    eval_every=250,
+)
 
 
 PRESETS: dict[str, tuple[str, RunConfig]] = {
@@ -358,5 +369,10 @@ PRESETS: dict[str, tuple[str, RunConfig]] = {
         "BABILong qa1, phase B: the ARMT preset in BPE tokens with the window model's layers, 100 steps a stage, "
         "853 steps; pass --init-from a babilong-qa1-window run.",
         _FROM_WINDOW,
+    ),
+    "babilong-qa1-armt-hour-from-window": (
+        "BABILong qa1, phase B inside the hour: as babilong-qa1-armt-from-window with a question after every fact, "
+        "50 steps a stage, 580 steps (~35 min on 2 ranks); pass --init-from a babilong-qa1-window run.",
+        _FROM_WINDOW_HOUR,
     ),
 }
