@@ -80,23 +80,21 @@ def last_rooms(facts: tuple[str, ...]) -> dict[str, str]:
     return where
 
 
+def ask_anyone(facts: tuple[str, ...], rng: np.random.Generator) -> tuple[str, str]:
+    """("Where is P?", P's room) for a person P drawn from everyone named in ``facts``, by qa1's rule."""
+    where = last_rooms(facts)
+    person = sorted(where)[int(rng.integers(len(where)))]
+    return f"Where is {person}?", where[person]
+
+
 def anyone_questions(q: BabiQuestion, rng: np.random.Generator) -> list[BabiQuestion]:
     """After each of ``q``'s facts but the last, "Where is P?" about a person P drawn from everyone named so far,
     answered by qa1's rule, as questions of ``q``'s story (their ``facts``: the statements before them)."""
     out = []
     for i in range(1, len(q.facts)):
-        where = last_rooms(q.facts[:i])
-        person = sorted(where)[int(rng.integers(len(where)))]
-        out.append(
-            replace(
-                q,
-                facts=q.facts[:i],
-                fact_ids=q.fact_ids[:i],
-                question=f"Where is {person}?",
-                answer=where[person],
-                supporting_ids=(),
-            )
-        )
+        question, answer = ask_anyone(q.facts[:i], rng)
+        facts, ids = q.facts[:i], q.fact_ids[:i]
+        out.append(replace(q, facts=facts, fact_ids=ids, question=question, answer=answer, supporting_ids=()))
     return out
 
 
@@ -189,9 +187,7 @@ class BabilongBatches:
             q = gen.questions[index]
             question, answer = q.question, q.answer
             if self.ask == "anyone":
-                where = last_rooms(q.facts)
-                person = sorted(where)[int(rng.integers(len(where)))]
-                question, answer = f"Where is {person}?", where[person]
+                question, answer = ask_anyone(q.facts, rng)
             fillers = ()
             if self.fillers:
                 counts = rng.integers(self.fillers + 1, size=len(q.facts))
