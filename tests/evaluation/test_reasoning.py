@@ -456,6 +456,60 @@ def test_dense_questions_ask_after_every_fact_by_the_qa1_rule(tmp_path, babi):
         DataConfig(dense_questions=True)
 
 
+def test_end_questions_ask_about_other_people_after_the_last_fact(tmp_path, babi):
+    """--data.end-questions 2: right before the final question, up to two more about other people named in the
+    story, none asked twice, each answered (and scored) by qa1's rule on all the facts."""
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1], noise=False, ask="anyone")
+    batches = BabilongBatches(("qa1",), 16, 96, seed=4, end_questions=2, **kw)
+    bpe = BpeTokenizer.train(batches.texts(), 400)
+    batches.set_codec(bpe)
+    items = re.compile(r"(\w+) [\w ]+ to the (\w+)\.|Where is (\w+)\?\nA: (\w+)")
+    counts = set()
+    for x, y in zip(*(lambda b: (b.x, b.y))(batches.next_batch(segments=2)), strict=True):
+        where, asked = {}, []
+        for m in items.finditer(bpe.decode(x[x != PAD].tolist())):
+            if m[1]:
+                assert not asked  # every question after the last fact
+                where[m[1]] = m[2]
+            else:
+                assert m[4] == where[m[3]]
+                asked.append(m[3])
+        assert len(set(asked)) == len(asked) == min(3, len(where))  # distinct people, as many as there are
+        assert bpe.decode(y[y != -100].tolist()).split() == [where[p] for p in asked]  # all scored
+        counts.add(len(asked))
+    assert 3 in counts
+    with pytest.raises(ConfigError, match="end_questions asks qa1's question"):
+        DataConfig(task="babilong", babi_tasks=("qa2",), end_questions=1)
+
+
+def test_trim_padding_drops_only_the_padding_every_row_shares(tmp_path, babi):
+    """--data.trim-padding: the same rows as without it, less the left columns that are padding in every row
+    (kept to a multiple of 16); a batch of short stories (question_curriculum's first stage) gets narrower."""
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1], inline_questions=True, noise=False, ask="anyone")
+    kw |= dict(question_curriculum=(1,), question_stage_steps=2)
+    full, trimmed = (BabilongBatches(("qa1",), 4, 96, seed=3, trim_padding=t, **kw) for t in (False, True))
+    bpe = BpeTokenizer.train(full.texts(), 400)
+    widths = []
+    for batches in (full, trimmed):
+        batches.set_codec(bpe)
+    for _ in range(4):
+        a, b = full.next_batch(segments=2), trimmed.next_batch(segments=2)
+        w = b.x.shape[1]
+        widths.append(w)
+        assert w % 16 == 0 and (a.x[:, :-w] == PAD).all() and (a.y[:, :-w] == -100).all()
+        assert torch.equal(a.x[:, -w:], b.x) and torch.equal(a.y[:, -w:], b.y)
+        assert w == 192 or (b.x[:, :16] != PAD).any()  # nothing more than the shared padding goes
+    assert widths[0] < 192 and widths[-1] > widths[0]  # short stories first, then longer ones
+    with pytest.raises(ConfigError, match="trim_padding is for babilong rows without book text"):
+        DataConfig(task="babilong", trim_padding=True)
+
+
 def test_noise_free_run_validates_at_0k(tmp_path, babi):
     cfg = tiny_run("unused", max_steps=2, segment_len=256, eval_samples=2)
     cfg = replace(

@@ -100,6 +100,8 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | BpeTokenizer | N
             fillers=d.fillers,
             ask=d.ask,
             dense_questions=d.dense_questions,
+            end_questions=d.end_questions,
+            trim_padding=d.trim_padding,
         )
         if d.tokens == "bpe":
             tokenizer = tokenizer or BpeTokenizer.train(batches.texts(), d.max_vocab or DEFAULT_VOCAB)
