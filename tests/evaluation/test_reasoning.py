@@ -456,35 +456,6 @@ def test_dense_questions_ask_after_every_fact_by_the_qa1_rule(tmp_path, babi):
         DataConfig(dense_questions=True)
 
 
-def test_end_questions_ask_about_other_people_after_the_last_fact(tmp_path, babi):
-    """--data.end-questions 2: right before the final question, up to two more about other people named in the
-    story, none asked twice, each answered (and scored) by qa1's rule on all the facts."""
-    folder = tmp_path / "multi" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
-    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1], noise=False, ask="anyone")
-    batches = BabilongBatches(("qa1",), 16, 96, seed=4, end_questions=2, **kw)
-    bpe = BpeTokenizer.train(batches.texts(), 400)
-    batches.set_codec(bpe)
-    items = re.compile(r"(\w+) [\w ]+ to the (\w+)\.|Where is (\w+)\?\nA: (\w+)")
-    counts = set()
-    for x, y in zip(*(lambda b: (b.x, b.y))(batches.next_batch(segments=2)), strict=True):
-        where, asked = {}, []
-        for m in items.finditer(bpe.decode(x[x != PAD].tolist())):
-            if m[1]:
-                assert not asked  # every question after the last fact
-                where[m[1]] = m[2]
-            else:
-                assert m[4] == where[m[3]]
-                asked.append(m[3])
-        assert len(set(asked)) == len(asked) == min(3, len(where))  # distinct people, as many as there are
-        assert bpe.decode(y[y != -100].tolist()).split() == [where[p] for p in asked]  # all scored
-        counts.add(len(asked))
-    assert 3 in counts
-    with pytest.raises(ConfigError, match="end_questions asks qa1's question"):
-        DataConfig(task="babilong", babi_tasks=("qa2",), end_questions=1)
-
-
 def test_trim_padding_drops_only_the_padding_every_row_shares(tmp_path, babi):
     """--data.trim-padding: the same rows as without it, less the left columns that are padding in every row
     (kept to a multiple of 16); a batch of short stories (question_curriculum's first stage) gets narrower."""

@@ -16,9 +16,8 @@ in their story (stage by stage); ``fillers`` puts 0..N short filler sentences af
 leaves the book text out (the facts alone, left-padded; ``trim_padding`` drops the padding all rows of a batch
 share); ``ask="anyone"`` (qa1) asks each row's final question about anyone named so far rather than bAbI's own, and
 ``dense_questions`` (qa1) asks such a question inline after every fact but the last, in place of the story's own
-inline questions; ``end_questions`` (qa1) asks up to N more about other people right before the final one. Batch k
-is a pure function of (seed, k), so resumed runs see the same batches. Train samples use bAbI train stories and the
-train books; evaluation the test stories and the test books.
+inline questions. Batch k is a pure function of (seed, k), so resumed runs see the same batches. Train samples use
+bAbI train stories and the train books; evaluation the test stories and the test books.
 """
 
 from __future__ import annotations
@@ -88,15 +87,6 @@ def ask_anyone(facts: tuple[str, ...], rng: np.random.Generator) -> tuple[str, s
     return f"Where is {person}?", where[person]
 
 
-def end_questions(q: BabiQuestion, question: str, n: int, rng: np.random.Generator) -> list[BabiQuestion]:
-    """Up to n questions "Where is P?" after all of ``q``'s facts, about distinct people named in them other than
-    the one ``question`` asks about, answered by qa1's rule."""
-    where = last_rooms(q.facts)
-    others = [p for p in sorted(where) if question != f"Where is {p}?"]
-    chosen = rng.permutation(len(others))[:n]
-    return [replace(q, question=f"Where is {others[i]}?", answer=where[others[i]], supporting_ids=()) for i in chosen]
-
-
 def anyone_questions(q: BabiQuestion, rng: np.random.Generator) -> list[BabiQuestion]:
     """After each of ``q``'s facts but the last, "Where is P?" about a person P drawn from everyone named so far,
     answered by qa1's rule, as questions of ``q``'s story (their ``facts``: the statements before them)."""
@@ -128,12 +118,11 @@ class BabilongBatches:
         fillers: int = 0,
         ask: str = "babi",
         dense_questions: bool = False,
-        end_questions: int = 0,
         trim_padding: bool = False,
     ) -> None:
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
         self.inline_questions, self.noise, self.fillers, self.ask = inline_questions, noise, fillers, ask
-        self.dense_questions, self.end_questions, self.trim_padding = dense_questions, end_questions, trim_padding
+        self.dense_questions, self.trim_padding = dense_questions, trim_padding
         self.question_curriculum, self.question_stage_steps = question_curriculum, question_stage_steps
         self.babi_dir, self.noise_dir, self.variant = babi_dir, noise_dir, variant
         self.index = 0
@@ -213,8 +202,6 @@ class BabilongBatches:
                 earlier = anyone_questions(q, rng)
             else:
                 earlier = earlier_questions(gen.questions, index) if self.inline_questions else []
-            if self.end_questions:
-                earlier += end_questions(q, question, self.end_questions, rng)
             for k in range(len(earlier) + 1):  # the story's earlier questions inline, the oldest dropped to fit
                 facts = with_inline(q, earlier[k:], fillers)
                 sample = gen.sample(index, room if self.noise else 0, seed=seed, facts=facts)

@@ -65,10 +65,6 @@ class DataConfig:
     "Where is P?" for a person P drawn from everyone named so far, answered by qa1's rule: about one answer target
     per fact (bAbI asks after every second one), and about anyone, however long ago they moved. Evaluation is
     unchanged."""
-    end_questions: int = 0
-    """babilong training on qa1: after the last fact, up to N more "Where is P?" questions (with their answers,
-    scored) about people named in the story other than the final question's, before it: N more answers per row
-    that need the lookup over the whole story, in the layout evaluation asks its one question in."""
     trim_padding: bool = False
     """babilong training with babi_noise False: drop the left padding that every row of a batch shares (keeping a
     multiple of 16 columns), so that a batch of short stories, as under question_curriculum, costs their length
@@ -108,29 +104,22 @@ class DataConfig:
                 f"--data.question-stage-steps N (N >= 1); got {list(self.question_curriculum)} on {self.task}, "
                 f"{self.question_stage_steps} steps"
             )
-        if (
-            not self.babi_noise or self.fillers or self.ask != "babi" or self.dense_questions or self.end_questions
-        ) and (self.task != "babilong"):
+        if (not self.babi_noise or self.fillers or self.ask != "babi" or self.dense_questions) and (
+            self.task != "babilong"
+        ):
             raise ConfigError(
-                "data.babi_noise, data.fillers, data.ask, data.dense_questions and data.end_questions are for "
-                "--data.task babilong"
+                "data.babi_noise, data.fillers, data.ask and data.dense_questions are for --data.task babilong"
             )
         if self.trim_padding and (self.task != "babilong" or self.babi_noise):
             raise ConfigError(
                 "data.trim_padding is for babilong rows without book text: pass --data.task babilong "
                 "--data.no-babi-noise"
             )
-        if self.fillers < 0 or self.end_questions < 0:
-            raise ConfigError(
-                f"data.fillers and data.end_questions must be >= 0, got {self.fillers}, {self.end_questions}"
-            )
+        if self.fillers < 0:
+            raise ConfigError(f"data.fillers must be >= 0, got {self.fillers}")
         if self.ask not in ("babi", "anyone"):
             raise ConfigError(f"data.ask must be babi or anyone, got {self.ask!r}")
-        for option, on in (
-            ("data.ask anyone", self.ask == "anyone"),
-            ("data.dense_questions", self.dense_questions),
-            ("data.end_questions", self.end_questions > 0),
-        ):
+        for option, on in (("data.ask anyone", self.ask == "anyone"), ("data.dense_questions", self.dense_questions)):
             if on and {task_name(t) for t in self.babi_tasks} != {"qa1"}:
                 raise ConfigError(
                     f"{option} asks qa1's question (where is a person) and needs --data.babi-tasks qa1, got "

@@ -100,7 +100,6 @@ def training_batches(cfg: RunConfig, tokenizer: WordTokenizer | BpeTokenizer | N
             fillers=d.fillers,
             ask=d.ask,
             dense_questions=d.dense_questions,
-            end_questions=d.end_questions,
             trim_padding=d.trim_padding,
         )
         if d.tokens == "bpe":
