@@ -214,7 +214,8 @@ def _babilong_presets() -> dict[str, tuple[str, RunConfig]]:
 
 # The qa1 route that met #4's goals (README, benchmarks/results/babilong "Phase C"), in phases. A teaches the lookup
 # ("the room of this person's last move") where it is cheap, in one noise-free window of BPE tokens: questions about
-# anyone named, early questions first; smeared keys and a learned recency bias. It is then continued with filler
+# anyone named, early questions first (each batch only as wide as its longest story: the early short stories cost
+# their length, not the full window's); smeared keys and a learned recency bias. It is then continued with filler
 # sentences between the facts (--init-from A --data.fillers 2 --data.question-curriculum --max-steps 2000): with
 # fillers from the first step, three runs sat at or below the last-room shortcut for 2,000-3,500 steps. B carries
 # the lookup to book noise and length: the ARMT preset from the window weights (--init-from; ARMT's memory starts
@@ -225,7 +226,7 @@ _WINDOW = replace(
     model=_WINDOW_MODEL,
     data=replace(
         _BABI.data, tokens="bpe", babi_noise=False, ask="anyone", question_curriculum=(1, 2, 3, 4),
-        question_stage_steps=1000,
+        question_stage_steps=1000, trim_padding=True,
     ),
     segment_len=192,
     curriculum=(),
@@ -243,16 +244,16 @@ _FROM_WINDOW = replace(
     max_time=0,
     eval_every=200,
 )
-# The best qa1 route measured inside #4's hour (71.5% at 4,032 tokens; results README, "Inside the hour"): phase A
-# cut to 4,000 + 1,000 filler steps, then this B: questions after every fact, 50 steps a stage, the learning rate
-# cut at step 420.
+# The qa1 route inside #4's hour (96% at 4,032 tokens; README, "Inside the hour"): phase A cut to 2,000 steps
+# without inline questions + 2,500 filler steps (~15 min), then this B: questions after every fact, 50 steps a stage,
+# the learning rate cut at step 420, 665 steps (~43 min; the route's B ran to the hour's remaining time, 665 steps).
 _FROM_WINDOW_HOUR = replace(
     _FROM_WINDOW,
     data=replace(_FROM_WINDOW.data, dense_questions=True),
     optim=replace(_FROM_WINDOW.optim, decay_at=420, decay_factor=0.25),
     stage_steps=50,
-    max_steps=580,
-    eval_every=250,
+    max_steps=665,
+    eval_every=500,
 )
 
 
@@ -372,7 +373,8 @@ PRESETS: dict[str, tuple[str, RunConfig]] = {
     ),
     "babilong-qa1-armt-hour-from-window": (
         "BABILong qa1, phase B inside the hour: as babilong-qa1-armt-from-window with a question after every fact, "
-        "50 steps a stage, 580 steps (~35 min on 2 ranks); pass --init-from a babilong-qa1-window run.",
+        "50 steps a stage, the learning rate cut at step 420, 665 steps (~43 min on 2 ranks); pass --init-from a "
+        "babilong-qa1-window run.",
         _FROM_WINDOW_HOUR,
     ),
 }

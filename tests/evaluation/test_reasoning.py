@@ -420,6 +420,28 @@ def test_noise_free_rows_with_fillers_and_questions_about_anyone(tmp_path, babi)
         DataConfig(fillers=2)
 
 
+def test_ask_far_asks_about_the_person_whose_last_move_is_oldest(tmp_path, babi):
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    batches = BabilongBatches(("qa1",), 16, 64, seed=5, babi_dir=str(folder.parent), noise=False, ask="far")
+    bpe = BpeTokenizer.train(batches.texts(), 400)
+    batches.set_codec(bpe)
+    move = re.compile(r"(\w+) [\w ]+ to the (\w+)\.")
+    far = 0
+    for x, y in zip(*(lambda b: (b.x, b.y))(batches.next_batch(segments=2)), strict=True):
+        context, final = bpe.decode(x[x != PAD].tolist()).rsplit("\nQ: ", 1)
+        moves = move.findall(context)
+        last = {person: i for i, (person, _) in enumerate(moves)}
+        person = final.removeprefix("Where is ").split("?")[0]
+        assert last[person] == min(last.values())  # the oldest last move
+        assert bpe.decode(y[y != -100].tolist()).split()[0] == moves[last[person]][1]
+        far += last[person] < len(moves) - 2
+    assert far > 0  # not only the last two movers
+    with pytest.raises(ConfigError, match="data.ask far asks qa1's question"):
+        DataConfig(task="babilong", babi_tasks=("qa2",), ask="far")
+
+
 def test_dense_questions_ask_after_every_fact_by_the_qa1_rule(tmp_path, babi):
     """--data.dense-questions: after every fact but the last, an inline question about someone named so far,
     answered (and scored) by the room of their last move up to that point; the final question follows as usual."""

@@ -14,7 +14,8 @@ questions also appear in the context, each right after the statements bAbI asks 
 and their answers are targets too; with ``question_curriculum`` the first batches draw only questions asked early
 in their story (stage by stage); ``fillers`` puts 0..N short filler sentences after each fact; ``noise=False``
 leaves the book text out (the facts alone, left-padded; ``trim_padding`` drops the padding all rows of a batch
-share); ``ask="anyone"`` (qa1) asks each row's final question about anyone named so far rather than bAbI's own, and
+share); ``ask="anyone"`` (qa1) asks each row's final question about anyone named so far rather than bAbI's own
+(``ask="far"``: about the person whose last move is the oldest), and
 ``dense_questions`` (qa1) asks such a question inline after every fact but the last, in place of the story's own
 inline questions. Batch k is a pure function of (seed, k), so resumed runs see the same batches. Train samples use
 bAbI train stories and the train books; evaluation the test stories and the test books.
@@ -85,6 +86,13 @@ def ask_anyone(facts: tuple[str, ...], rng: np.random.Generator) -> tuple[str, s
     where = last_rooms(facts)
     person = sorted(where)[int(rng.integers(len(where)))]
     return f"Where is {person}?", where[person]
+
+
+def ask_far(facts: tuple[str, ...]) -> tuple[str, str]:
+    """("Where is P?", P's room) for the person P whose last move in ``facts`` is the oldest, by qa1's rule."""
+    last = {fact.split()[0]: i for i, fact in enumerate(facts)}
+    person = min(last, key=last.__getitem__)
+    return f"Where is {person}?", last_rooms(facts)[person]
 
 
 def anyone_questions(q: BabiQuestion, rng: np.random.Generator) -> list[BabiQuestion]:
@@ -189,6 +197,8 @@ class BabilongBatches:
             question, answer = q.question, q.answer
             if self.ask == "anyone":
                 question, answer = ask_anyone(q.facts, rng)
+            elif self.ask == "far":
+                question, answer = ask_far(q.facts)
             fillers = ()
             if self.fillers:
                 counts = rng.integers(self.fillers + 1, size=len(q.facts))

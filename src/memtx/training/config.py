@@ -56,10 +56,11 @@ class DataConfig:
     fillers: int = 0
     """babilong training: after each fact, 0..N short filler sentences ("Then.", "Later.", ...; drawn per row), so
     that a fact's place stops telling how many facts back it is. Evaluation is unchanged."""
-    ask: Literal["babi", "anyone"] = "babi"
+    ask: Literal["babi", "anyone", "far"] = "babi"
     """babilong training on qa1: 'anyone' replaces each row's final question with "Where is P?" for a person P
     drawn from everyone named so far, answered by qa1's rule (the room of P's last move), where bAbI's own
-    questions mostly ask about someone who moved in the last two facts. Evaluation keeps bAbI's questions."""
+    questions mostly ask about someone who moved in the last two facts; 'far' asks about the person whose last move
+    is the oldest (the hardest lookup). Evaluation keeps bAbI's questions."""
     dense_questions: bool = False
     """babilong training on qa1: in place of the story's own inline questions, ask after every fact but the last
     "Where is P?" for a person P drawn from everyone named so far, answered by qa1's rule: about one answer target
@@ -117,9 +118,12 @@ class DataConfig:
             )
         if self.fillers < 0:
             raise ConfigError(f"data.fillers must be >= 0, got {self.fillers}")
-        if self.ask not in ("babi", "anyone"):
-            raise ConfigError(f"data.ask must be babi or anyone, got {self.ask!r}")
-        for option, on in (("data.ask anyone", self.ask == "anyone"), ("data.dense_questions", self.dense_questions)):
+        if self.ask not in ("babi", "anyone", "far"):
+            raise ConfigError(f"data.ask must be babi, anyone or far, got {self.ask!r}")
+        for option, on in (
+            (f"data.ask {self.ask}", self.ask != "babi"),
+            ("data.dense_questions", self.dense_questions),
+        ):
             if on and {task_name(t) for t in self.babi_tasks} != {"qa1"}:
                 raise ConfigError(
                     f"{option} asks qa1's question (where is a person) and needs --data.babi-tasks qa1, got "
