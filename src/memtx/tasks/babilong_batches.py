@@ -9,16 +9,16 @@ chunk (sentence, cue, answer) is encoded on its own, as the generator counts and
 the row (``|`` above), whatever the answer, and evaluation puts it at the same place (``evaluation/reasoning.py``):
 were the answer right-aligned instead, the cue's position in the segment would tell its length (6, 7 or 8 bytes
 for qa1's rooms) and a model learns that shortcut, which fails at evaluation. Only the answer and its newline are
-targets (cut at the row end if longer than ``ANSWER_ROOM``); with ``inline_questions`` the story's earlier
-questions also appear in the context, each right after the statements bAbI asks it after and in the same layout,
-and their answers are targets too; with ``question_curriculum`` the first batches draw only questions asked early
-in their story (stage by stage); ``fillers`` puts 0..N short filler sentences after each fact; ``noise=False``
-leaves the book text out (the facts alone, left-padded; ``trim_padding`` drops the padding all rows of a batch
-share); ``ask="anyone"`` (qa1) asks each row's final question about anyone named so far rather than bAbI's own
-(``ask="far"``: about the person whose last move is the oldest), and
-``dense_questions`` (qa1) asks such a question inline after every fact but the last, in place of the story's own
-inline questions. Batch k is a pure function of (seed, k), so resumed runs see the same batches. Train samples use
-bAbI train stories and the train books; evaluation the test stories and the test books.
+targets (cut at the row end if longer than ``ANSWER_ROOM``); with ``inline_questions`` the story's earlier questions
+also appear in the context, each right after the statements bAbI asks it after and in the same layout, and their
+answers are targets too; with ``question_curriculum`` the first batches draw only questions asked early in their
+story (stage by stage); ``fillers`` puts 0..N short filler sentences after each fact; ``noise=False`` leaves the
+book text out (the facts alone, left-padded; ``trim_padding`` drops the padding all rows of a batch share);
+``ask="anyone"`` (qa1) asks each row's final question about anyone named so far rather than bAbI's own
+(``ask="far"``: about the person whose last move is the oldest), and ``dense_questions`` (qa1) asks such a question
+inline after every fact but the last, in place of the story's own inline questions. Batch k is a pure function of
+(seed, k), so resumed runs see the same batches. Train samples use bAbI train stories and the train books;
+evaluation the test stories and the test books.
 """
 
 from __future__ import annotations
