@@ -48,6 +48,14 @@ def babi(tmp_path):
     return str(root), str(noise)
 
 
+def _qa1_train_dir(tmp_path) -> str:
+    """A bAbI folder holding only a qa1 train file (the test story, five times)."""
+    folder = tmp_path / "multi" / "en"
+    folder.mkdir(parents=True)
+    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
+    return str(folder.parent)
+
+
 def test_wilson_interval_known_values():
     low, high = wilson(5, 10)
     assert math.isclose(low, 0.2366, abs_tol=1e-4) and math.isclose(high, 0.7634, abs_tol=1e-4)
@@ -98,10 +106,8 @@ def test_inline_questions_are_asked_in_place_and_scored(tmp_path, babi, segments
     """With inline_questions each row also asks its story's earlier questions where bAbI asks them: every scored
     span is an answer + newline right after a "\nA: " cue, the last one at the fixed cue position; without the
     option only the final answer is scored."""
-    folder = tmp_path / "multi" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
-    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1])
+    babi_dir = _qa1_train_dir(tmp_path)
+    kw = dict(babi_dir=babi_dir, noise_dir=babi[1])
     plain = BabilongBatches(("qa1",), 16, 128, seed=1, **kw).next_batch(segments)
     inline = BabilongBatches(("qa1",), 16, 128, seed=1, inline_questions=True, **kw).next_batch(segments)
     spans_seen = set()
@@ -128,10 +134,8 @@ def test_question_curriculum_draws_early_questions_first(tmp_path, babi):
     """Stage by stage only questions asked early in their story (STORY: Mary and John are asked first, Daniel
     second); after the stages the batches are those of a run without the curriculum, and a resumed run draws the
     same stage's batch."""
-    folder = tmp_path / "multi" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
-    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1])
+    babi_dir = _qa1_train_dir(tmp_path)
+    kw = dict(babi_dir=babi_dir, noise_dir=babi[1])
     batches = BabilongBatches(("qa1",), 16, 128, seed=1, question_curriculum=(1,), question_stage_steps=2, **kw)
 
     def asked(b) -> set[str]:
@@ -324,10 +328,8 @@ def test_shortcut_split_finds_the_room_mentioned_last():
 def test_bpe_rows_and_prompts_count_in_tokens(tmp_path, babi):
     """BPE runs lay rows out as bytes runs do, counted in BPE tokens: the cue ends ANSWER_ROOM tokens before the
     row's end, every scored span is an answer + newline after "\nA: ", and a sample's length is exact in tokens."""
-    folder = tmp_path / "multi" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
-    batches = BabilongBatches(("qa1",), 8, 64, seed=1, babi_dir=str(folder.parent), noise_dir=babi[1],
+    babi_dir = _qa1_train_dir(tmp_path)
+    batches = BabilongBatches(("qa1",), 8, 64, seed=1, babi_dir=babi_dir, noise_dir=babi[1],
                               inline_questions=True)  # fmt: skip
     bpe = BpeTokenizer.train(batches.texts(), 400)
     batches.set_codec(bpe)
@@ -380,10 +382,8 @@ def test_noise_free_rows_with_fillers_and_questions_about_anyone(tmp_path, babi)
     """babilong-qa1-window's rows: the facts alone (no book text), left-padded, 0..2 fillers after each fact, and a
     final question about anyone named so far, answered by the room of their last move in the row; the same batch
     for the same seed; without the options the rows are the usual ones."""
-    folder = tmp_path / "multi" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
-    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1], inline_questions=True)
+    babi_dir = _qa1_train_dir(tmp_path)
+    kw = dict(babi_dir=babi_dir, noise_dir=babi[1], inline_questions=True)
     batches = BabilongBatches(("qa1",), 16, 64, seed=2, noise=False, fillers=2, ask="anyone", **kw)
     bpe = BpeTokenizer.train(itertools.chain(batches.texts(), FILLERS), 400)
     batches.set_codec(bpe)
@@ -421,10 +421,8 @@ def test_noise_free_rows_with_fillers_and_questions_about_anyone(tmp_path, babi)
 
 
 def test_ask_far_asks_about_the_person_whose_last_move_is_oldest(tmp_path, babi):
-    folder = tmp_path / "multi" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
-    batches = BabilongBatches(("qa1",), 16, 64, seed=5, babi_dir=str(folder.parent), noise=False, ask="far")
+    babi_dir = _qa1_train_dir(tmp_path)
+    batches = BabilongBatches(("qa1",), 16, 64, seed=5, babi_dir=babi_dir, noise=False, ask="far")
     bpe = BpeTokenizer.train(batches.texts(), 400)
     batches.set_codec(bpe)
     move = re.compile(r"(\w+) [\w ]+ to the (\w+)\.")
@@ -445,10 +443,8 @@ def test_ask_far_asks_about_the_person_whose_last_move_is_oldest(tmp_path, babi)
 def test_dense_questions_ask_after_every_fact_by_the_qa1_rule(tmp_path, babi):
     """--data.dense-questions: after every fact but the last, an inline question about someone named so far,
     answered (and scored) by the room of their last move up to that point; the final question follows as usual."""
-    folder = tmp_path / "multi" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
-    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1], inline_questions=True, noise=False)
+    babi_dir = _qa1_train_dir(tmp_path)
+    kw = dict(babi_dir=babi_dir, noise_dir=babi[1], inline_questions=True, noise=False)
     batches = BabilongBatches(("qa1",), 16, 64, seed=1, dense_questions=True, **kw)
     bpe = BpeTokenizer.train(batches.texts(), 400)
     batches.set_codec(bpe)
@@ -481,10 +477,8 @@ def test_dense_questions_ask_after_every_fact_by_the_qa1_rule(tmp_path, babi):
 def test_trim_padding_drops_only_the_padding_every_row_shares(tmp_path, babi):
     """--data.trim-padding: the same rows as without it, less the left columns that are padding in every row
     (kept to a multiple of 16); a batch of short stories (question_curriculum's first stage) gets narrower."""
-    folder = tmp_path / "multi" / "en"
-    folder.mkdir(parents=True)
-    (folder / "qa1_single-supporting-fact_train.txt").write_text(_data.STORY * 5)
-    kw = dict(babi_dir=str(folder.parent), noise_dir=babi[1], inline_questions=True, noise=False, ask="anyone")
+    babi_dir = _qa1_train_dir(tmp_path)
+    kw = dict(babi_dir=babi_dir, noise_dir=babi[1], inline_questions=True, noise=False, ask="anyone")
     kw |= dict(question_curriculum=(1,), question_stage_steps=2)
     full, trimmed = (BabilongBatches(("qa1",), 4, 96, seed=3, trim_padding=t, **kw) for t in (False, True))
     bpe = BpeTokenizer.train(full.texts(), 400)
