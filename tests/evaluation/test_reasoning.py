@@ -426,8 +426,8 @@ def test_ask_far_asks_about_the_person_whose_last_move_is_oldest(tmp_path, babi)
     bpe = BpeTokenizer.train(batches.texts(), 400)
     batches.set_codec(bpe)
     move = re.compile(r"(\w+) [\w ]+ to the (\w+)\.")
-    far = 0
-    for x, y in zip(*(lambda b: (b.x, b.y))(batches.next_batch(segments=2)), strict=True):
+    far, batch = 0, batches.next_batch(segments=2)
+    for x, y in zip(batch.x, batch.y, strict=True):
         context, final = bpe.decode(x[x != PAD].tolist()).rsplit("\nQ: ", 1)
         moves = move.findall(context)
         last = {person: i for i, (person, _) in enumerate(moves)}
@@ -449,8 +449,8 @@ def test_dense_questions_ask_after_every_fact_by_the_qa1_rule(tmp_path, babi):
     bpe = BpeTokenizer.train(batches.texts(), 400)
     batches.set_codec(bpe)
     items = re.compile(r"(\w+) [\w ]+ to the (\w+)\.|Where is (\w+)\?\nA: (\w+)")
-    far = 0
-    for x, y in zip(*(lambda b: (b.x, b.y))(batches.next_batch(segments=2)), strict=True):
+    far, batch = 0, batches.next_batch(segments=2)
+    for x, y in zip(batch.x, batch.y, strict=True):
         where, order, facts, answers = {}, [], 0, []
         for m in items.finditer(bpe.decode(x[x != PAD].tolist())):
             if m[1]:

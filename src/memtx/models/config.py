@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
 from memtx.errors import ConfigError
+
+
+def require_choices(cfg, prefix: str) -> None:
+    """Every ``Literal`` field of the dataclass ``cfg`` holds one of its listed values (configs read from JSON or
+    built in Python are not checked by the annotation)."""
+    for name, hint in typing.get_type_hints(type(cfg)).items():
+        value = getattr(cfg, name)
+        if typing.get_origin(hint) is Literal and value not in (choices := typing.get_args(hint)):
+            raise ConfigError(
+                f"{prefix + '.' if prefix else ''}{name} must be one of {', '.join(choices)}, got {value!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class ModelConfig:
     """armt: heads of the associative memory (must divide mem_dim and d_model)."""
 
     def __post_init__(self) -> None:
+        require_choices(self, "model")
         for name in ("dropout", "emb_dropout", "span_init", "span_loss"):
             if getattr(self, name) != getattr(self, name):
                 raise ConfigError(f"model.{name} is NaN: give a number")
@@ -112,10 +125,6 @@ class ModelConfig:
                 f"model.n_heads={self.n_heads} does not divide model.d_model={self.d_model}: "
                 "choose heads that divide the width (e.g. --model.n-heads 4)"
             )
-        if self.block not in ("allattn", "transformer"):
-            raise ConfigError(f"model.block must be 'allattn' or 'transformer', got {self.block!r}")
-        if self.norm not in ("post", "pre"):
-            raise ConfigError(f"model.norm must be 'post' or 'pre', got {self.norm!r}")
         if self.n_persistent < 0:
             raise ConfigError(f"model.n_persistent must be >= 0, got {self.n_persistent}")
         if self.block == "transformer" and self.d_ff < 1:
@@ -125,8 +134,6 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 <= self.span_init <= 1.0:
             raise ConfigError(f"model.span_init must be in [0, 1], got {self.span_init}")
-        if self.memory not in ("xl", "rmt", "armt"):
-            raise ConfigError(f"model.memory must be 'xl', 'rmt' or 'armt', got {self.memory!r}")
         if self.xl_len < 0:
             raise ConfigError(f"model.xl_len must be >= 0, got {self.xl_len}")
         if self.memory in ("rmt", "armt") and self.mem_tokens < 1:

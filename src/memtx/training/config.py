@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from memtx.errors import CheckpointError, ConfigError
-from memtx.models.config import ModelConfig
+from memtx.models.config import ModelConfig, require_choices
 from memtx.runtime import check_device_name
 from memtx.tasks.babilong import task_name
 
@@ -82,12 +82,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "babi_tasks", tuple(self.babi_tasks))  # JSON gives a list
         object.__setattr__(self, "question_curriculum", tuple(self.question_curriculum))
-        if self.task not in ("lm", "copy", "reverse", "assoc", "babilong"):
-            raise ConfigError(f"data.task must be lm, copy, reverse, assoc or babilong, got {self.task!r}")
-        if self.babi_variant not in ("en", "en-10k"):
-            raise ConfigError(f"data.babi_variant must be en or en-10k, got {self.babi_variant!r}")
-        if self.tokens not in ("bytes", "words", "bpe"):
-            raise ConfigError(f"data.tokens must be bytes, words or bpe, got {self.tokens!r}")
+        require_choices(self, "data")
         if (self.tokens == "bpe" and self.task != "babilong") or (self.tokens == "words" and self.task == "babilong"):
             raise ConfigError(
                 f"data.tokens {self.tokens} does not go with data.task {self.task}: bpe is for babilong (bytes or "
@@ -118,8 +113,6 @@ class DataConfig:
             )
         if self.fillers < 0:
             raise ConfigError(f"data.fillers must be >= 0, got {self.fillers}")
-        if self.ask not in ("babi", "anyone", "far"):
-            raise ConfigError(f"data.ask must be babi, anyone or far, got {self.ask!r}")
         for option, on in (
             (f"data.ask {self.ask}", self.ask != "babi"),
             ("data.dense_questions", self.dense_questions),
@@ -154,8 +147,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _require_finite(self, "optim")
-        if self.name not in ("adagrad", "adam", "adamw"):
-            raise ConfigError(f"optim.name must be adagrad, adam or adamw, got {self.name!r}")
+        require_choices(self, "optim")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         for name in ("warmup", "decay_at"):
@@ -229,16 +221,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require_finite(self, "")
+        require_choices(self, "")
         object.__setattr__(self, "curriculum", tuple(self.curriculum))  # JSON gives a list
         if any(not isinstance(s, int) or s < 1 for s in self.curriculum):
             raise ConfigError(f"curriculum must list segment counts >= 1, got {' '.join(map(str, self.curriculum))}")
         if self.curriculum and len(self.curriculum) > 1 and self.stage_steps < 1:
             raise ConfigError("a curriculum of several stages needs --stage-steps N (N >= 1)")
-        if self.parallel not in ("ddp", "fsdp"):
-            raise ConfigError(f"parallel must be ddp or fsdp, got {self.parallel!r}")
         check_device_name(self.device)
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         for name in (
             "batch_size",
             "segment_len",
