@@ -99,6 +99,16 @@ def test_resume_continues_run(trained, capsys, corpus_file):
     assert code == 0 and last_json(stdout)["steps"] == 5
 
 
+def test_resume_without_preset_takes_the_runs_own_config(trained, capsys):
+    """--resume --out RUN alone continues RUN with its config.json (not the quickstart preset's), overrides on top."""
+    out, _ = trained
+    code, stdout, err = run(capsys, "train", "--out", str(out), "--max-steps", "4", "--resume", "--json")
+    assert code == 0, err
+    assert last_json(stdout)["steps"] == 4 and json.loads((out / "config.json").read_text())["model"]["d_model"] == 16
+    code, _, err = run(capsys, "train", "--resume", f"--out={out}", "--model.d-model", "32")
+    assert code != 0 and "trained with other model settings" in err
+
+
 def test_evaluate_streams_a_file_or_stdin(trained, capsys, tmp_path, monkeypatch):
     import io
     import sys

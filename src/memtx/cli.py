@@ -149,7 +149,16 @@ def _parse(parse, prog: str):
 
 
 def parse_train_args(argv: list[str]) -> TrainCommand:
-    """`memtx train` arguments -> TrainCommand (PRESET defaults to quickstart; --out to runs/PRESET)."""
+    """`memtx train` arguments -> TrainCommand (PRESET defaults to quickstart; --out to runs/PRESET). --resume
+    without a PRESET continues the run in --out with its own config.json (overrides apply on top)."""
+    if "--resume" in argv and (not argv or argv[0].startswith("-")):
+        out = _flag_value(argv, "--out") or default_run_dir(DEFAULT_PRESET, resume=True)
+        if (Path(out) / "config.json").is_file():
+            saved = replace(RunConfig.load(out), out=out)
+            return _parse(
+                lambda: tyro.cli(TrainCommand, default=TrainCommand(run=saved), args=argv, prog="memtx train"),
+                "memtx train",
+            )
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = [DEFAULT_PRESET, *argv]
     if not argv[0].startswith("-") and argv[0] not in PRESETS:
@@ -166,6 +175,17 @@ def parse_train_args(argv: list[str]) -> TrainCommand:
         "memtx train",
     )
     return cmd if cmd.run.out else replace(cmd, run=replace(cmd.run, out=default_run_dir(argv[0], cmd.resume)))
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` ("--out DIR" or "--out=DIR"), the last one when repeated; None when absent."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"{flag}="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def _free_path(path: Path) -> Path:

@@ -2,6 +2,7 @@
 batch, evaluation sums nats and counts across ranks, and checkpoints resume on a different number of ranks."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ def run(tmp_path, corpus, name, procs, steps, *extra):
     args = ["-m", "memtx.cli", "train", "--data.corpus", str(corpus), "--out", str(out), *TINY, "--max-steps",
             str(steps), *extra]  # fmt: skip
     launcher = [sys.executable] if procs == 1 else [str(TORCHRUN), "--standalone", f"--nproc-per-node={procs}"]
-    proc = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # faulthandler: a rank that dies of a signal (a rare gloo SIGABRT, not yet understood) prints where it was
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-6000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train_bpc"] for r in rows if "train_bpc" in r]

@@ -187,7 +187,8 @@ class RunConfig:
     seed: int = 0
     """Seed of parameters, dropout and sampling."""
     out: str = ""
-    """Run folder; '' = runs/<preset>, or the next free runs/<preset>-N (with --resume: the newest of them)."""
+    """Run folder; '' = runs/<preset>, or the next free runs/<preset>-N (with --resume: the newest of them; --resume
+    without a preset takes the run's own config.json)."""
     log_every: int = 10
     """Steps between lines of metrics.jsonl."""
     eval_every: int = 0
