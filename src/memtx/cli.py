@@ -107,6 +107,9 @@ class BabilongCommand:
     """Samples answered together (memory grows with it, not with the length)."""
     seed: int = 0
     """Seed of the samples (which questions, where the noise starts, where the facts go)."""
+    split: Literal["test", "valid"] = "test"
+    """bAbI's test stories and test books, or the valid stories held out of the train file (with the train books):
+    the split to choose runs and settings on, leaving the test split for the final table."""
     babi_dir: str | None = None
     """bAbI v1.2 folder (default: shared/data/babi above the working directory)."""
     noise_dir: str | None = None
@@ -441,9 +444,10 @@ def _babilong(argv: list[str]) -> int:
     cfg, model = load_run(cmd.run_dir, cmd.device)
     codec = babilong_codec(Path(cmd.run_dir), cfg)
     out = Path(cmd.out) if cmd.out else _free_path(Path(cmd.run_dir) / "babilong.json")
-    result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "samples": counts, "seed": cmd.seed, "rows": []}
+    result = {"run_dir": cmd.run_dir, "model": cfg.model.memory, "split": cmd.split, "samples": counts,
+              "seed": cmd.seed, "rows": []}  # fmt: skip
     cells = evaluate_babilong(model, cfg.segment_len, tasks, lengths, counts, cmd.seed, cmd.babi_dir, cmd.noise_dir,
-                              cmd.progress, cmd.batch_size, codec)  # fmt: skip
+                              cmd.progress, cmd.batch_size, codec, cmd.split, cfg.data.babi_variant)  # fmt: skip
     for row in cells:  # the table is rewritten after each cell, so a long sweep keeps what it has done
         result["rows"].append(row)
         out.write_text(json.dumps(result, indent=1) + "\n")

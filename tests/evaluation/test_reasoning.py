@@ -509,6 +509,23 @@ def test_noise_free_run_validates_at_0k(tmp_path, babi):
     assert final["valid_length"] == 0 and final["valid_samples"] == 2
 
 
+def test_training_holds_out_the_valid_stories_and_never_reads_the_test_file(tmp_path, babi):
+    """Rows draw the first 27 of 30 train stories; validation asks the last 3, so a run trains and validates
+    with the test file gone (the test split stays for `memtx babilong`)."""
+    rows = BabilongBatches(("qa1",), 4, 128, seed=0, babi_dir=babi[0], noise_dir=babi[1])
+    assert {q.story for q in rows.generators[0].questions} == set(range(1, 28))
+    next(Path(babi[0]).rglob("qa1_*_test.txt")).unlink()
+    cfg = tiny_run("unused", max_steps=2, segment_len=256, eval_samples=3)
+    cfg = replace(
+        cfg,
+        model=ModelConfig(vocab_size=256, n_layers=1, d_model=16, n_heads=2, n_persistent=2, span=256),
+        data=DataConfig(task="babilong", babi_dir=babi[0], noise_dir=babi[1], babi_noise=False),
+    )
+    train(cfg, tmp_path / "run", progress=False)
+    final = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
+    assert final["valid_samples"] == 3
+
+
 def _plain_gpt_script():
     spec = importlib.util.spec_from_file_location("plain", Path(__file__).parents[2] / "benchmarks/qa1_plain_gpt.py")
     plain = importlib.util.module_from_spec(spec)

@@ -194,6 +194,24 @@ def test_train_and_test_are_disjoint(data):
             assert "Header" not in s.context()  # Project Gutenberg boilerplate cut off
 
 
+def test_valid_holds_out_the_last_stories_of_the_train_file(data):
+    """30 train stories: the first 27 train, the last 3 (whole) are valid, with the train books; nothing shared."""
+    train, valid = gen(data, "train"), gen(data, "valid")
+    assert sorted({q.story for q in train.questions}) == list(range(1, 28))
+    assert sorted({q.story for q in valid.questions}) == [28, 29, 30]
+    assert all(f.split()[0] in ("Alice", "Bob") for q in valid.questions for f in q.facts)  # the train file's
+    assert valid.noise.files == train.noise.files
+    assert {s.question for s in valid.samples("0k", seed=0)} <= {q.question for q in valid.questions}
+
+
+def test_valid_of_a_one_story_file_is_an_error(tmp_path):
+    babi = write_babi(tmp_path, n_stories=1)
+    assert len(load_babi("qa1", "train", babi)) == 1  # the one story trains
+    with pytest.raises(DataError, match="no valid questions") as err:
+        load_babi("qa1", "valid", babi)
+    one_line(err)
+
+
 def test_split_books_rule():
     files = [Path(f"{i:02d}.txt") for i in range(9)]
     split = split_books(files[::-1])
@@ -307,8 +325,12 @@ def test_sample_score(data):
 @pytest.mark.parametrize("n", range(1, 21))
 def test_shared_babi_parses_and_answers_are_labels(n):
     root = SHARED / "babi"
-    for split in ("train", "test"):
-        qs = load_babi(n, split, root)
+    train, valid = load_babi(n, "train", root), load_babi(n, "valid", root)
+    stories = {q.story for q in train + valid}
+    # valid: the last 10% of the train file's stories, whole
+    assert {q.story for q in valid} == set(sorted(stories)[-round(len(stories) / 10) :])
+    assert not {q.story for q in train} & {q.story for q in valid} and len(train) + len(valid) == 1000
+    for qs in (train + valid, load_babi(n, "test", root)):
         assert len(qs) == 1000 and all(q.facts and q.supporting for q in qs)
         labels = TASK_LABELS[f"qa{n}"]
         for q in qs:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from memtx.data.char import BYTES
 from memtx.models.generation import generate, prefill
 from memtx.runtime import peak_gpu
-from memtx.tasks.babilong import Babilong, Sample, parse_length
+from memtx.tasks.babilong import Sample, open_babilong, parse_length
 from memtx.tasks.babilong_batches import ANSWER_ROOM, PAD, prompt_suffix
 
 MAX_ANSWER = 16
@@ -83,17 +83,21 @@ def evaluate_babilong(
     progress: bool = False,
     batch_size: int = 16,
     codec=BYTES,
+    split: str = "test",
+    variant: str = "en",
 ) -> Iterator[dict]:
     """One record per (task, length), yielded as each cell finishes: accuracy, Wilson 95% interval, samples, peak
     RSS. ``n_samples`` is one count for every cell or one per length. Lengths run in the given order (ascending,
     for a meaningful memory column); samples are answered ``batch_size`` at a time. ``codec``: the model's tokens
-    (``char.BYTES`` or a ``bpe.BpeTokenizer``), in which lengths are counted."""
+    (``char.BYTES`` or a ``bpe.BpeTokenizer``), in which lengths are counted. ``split``: bAbI's test stories, or
+    the valid ones held out of the train file (of ``variant``) for choices made in training."""
     counts = [n_samples] * len(lengths) if isinstance(n_samples, int) else list(n_samples)
     if len(counts) != len(lengths):
         raise ValueError(f"{len(counts)} sample counts for {len(lengths)} lengths")
     bar = tqdm(total=len(tasks) * sum(counts), unit="sample", disable=None if progress else True)
     for task in tasks:
-        gen = Babilong(task, "test", babi_dir=babi_dir, noise_dir=noise_dir, count_tokens=codec.count)
+        gen = open_babilong(task, split, variant=variant, babi_dir=babi_dir, noise_dir=noise_dir,
+                            count_tokens=codec.count)  # fmt: skip
         for length, count in zip(lengths, counts, strict=True):
             bar.set_description(f"{task} {length}")
             correct = n = 0

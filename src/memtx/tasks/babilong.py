@@ -11,7 +11,9 @@ memtx's byte-level models) and cover the context only; the question and answer c
   names them (``'1k'`` -> 1000, ..., ``'1M'`` -> 1_000_000); ``'0k'`` = the facts alone, no noise. Questions whose
   facts alone exceed a non-zero target are skipped (BABILong drops stories with more than length/8 facts).
 - **Splits**: eval (``split="test"``) samples use bAbI *test* stories and the test books; train samples the train
-  stories and train books. Books: the ``*.txt`` files of the noise folder (recursively, without LICENSE*/README*),
+  stories and train books; ``split="valid"`` holds out the last 10% of the train file's stories (whole stories, as
+  bAbI's own ``en-valid`` folders do) with the train books, for choices made during training (the test split stays
+  for the final table). Books: the ``*.txt`` files of the noise folder (recursively, without LICENSE*/README*),
   sorted by relative path; file ``i`` is a test book when ``i % 4 == 1``, else a train book, so no book feeds
   both. For ``shared/data/gutenberg`` that makes the test books pg1342 and pg2701, PG-9's valid and test books.
   Project Gutenberg header and footer are cut off (text kept between the ``*** START OF`` / ``*** END OF`` lines).
@@ -35,6 +37,7 @@ memtx's byte-level models) and cover the context only; the question and answer c
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -46,7 +49,8 @@ import numpy as np
 from memtx.data.corpora import _find_pg9_folder
 from memtx.errors import ConfigError, DataError
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "valid", "test")
+VALID_STORIES = 0.1  # the fraction of a train file's stories held out as the valid split
 VARIANTS = ("en", "en-10k")
 LENGTHS = ("0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k", "256k", "512k", "1M")
 MIN_WORDS = 3
@@ -184,8 +188,8 @@ def babi_file(task: str | int, split: str, babi_dir: str | Path | None = None, v
     """The file ``qaN_*_{split}.txt`` under ``babi_dir`` (a folder holding it, ``VARIANT/`` or
     ``tasks_1-20_v1-2/VARIANT/``); default: ``babi/`` beside the gutenberg folder corpora.py finds."""
     name = task_name(task)
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}: use train or test")
+    if split not in ("train", "test"):
+        raise ConfigError(f"unknown bAbI file split {split!r}: use train or test")
     if variant not in VARIANTS:
         raise ConfigError(f"unknown bAbI variant {variant!r}: use en (1k questions per task) or en-10k")
     if babi_dir is None:
@@ -202,16 +206,29 @@ def babi_file(task: str | int, split: str, babi_dir: str | Path | None = None, v
 
 
 def load_babi(task: str | int, split: str, babi_dir: str | Path | None = None, variant: str = "en"):
-    """The questions of task ``task``, split ``train`` or ``test``, as a list of ``BabiQuestion``."""
-    path = babi_file(task, split, babi_dir, variant)
+    """The questions of task ``task``, split ``train``, ``valid`` (both from the train file, see ``hold_out``) or
+    ``test``, as a list of ``BabiQuestion``."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    path = babi_file(task, "test" if split == "test" else "train", babi_dir, variant)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read bAbI file '{path}' ({e}): check that it is a readable text file") from e
     questions = parse_babi(text, task_name(task), str(path))
+    if split != "test":
+        questions = hold_out(questions, split)
     if not questions:
-        raise DataError(f"bAbI file '{path}' has no questions: pass an unmodified bAbI v1.2 task file")
+        raise DataError(f"bAbI file '{path}' has no {split} questions: pass an unmodified bAbI v1.2 task file")
     return questions
+
+
+def hold_out(questions: list[BabiQuestion], split: str) -> list[BabiQuestion]:
+    """A train file's questions of split ``train`` (its first 90% of stories) or ``valid`` (the last 10%, at least
+    one story; none when the file has only one)."""
+    stories = max((q.story for q in questions), default=0)
+    first_valid = stories - max(1, round(stories * VALID_STORIES)) + 1 if stories > 1 else stories + 1
+    return [q for q in questions if (q.story >= first_valid) == (split == "valid")]
 
 
 # ---------------------------------------------------------------------------------------------- noise
@@ -249,7 +266,7 @@ class NoiseBooks:
 
     def __init__(self, folder: str | Path | None = None, split: str = "test"):
         if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}: use train or test")
+            raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         if folder is None:
             folder = _shared_data("gutenberg", "noise folder")
         self.folder = Path(folder).expanduser()
@@ -266,7 +283,7 @@ class NoiseBooks:
                 "so that train and test noise come from different books"
             )
         self.split = split
-        self.files = split_books(files)[split]
+        self.files = split_books(files)["test" if split == "test" else "train"]  # valid: the train books
         self.texts: list[str] = []
         for f in self.files:
             try:
@@ -438,3 +455,16 @@ class Babilong:
                 yield s
         if made == 0:
             raise ConfigError(f"no {self.task} question fits in {target:,} tokens: ask for a longer length")
+
+
+def open_babilong(task: str | int, split: str, *, variant: str = "en", **kwargs) -> Babilong:
+    """``Babilong(task, split, variant=variant, **kwargs)``; for the train and valid splits, en-10k falls back to en
+    (with a warning) where its train file is missing (en-10k qa3's, in shared/data)."""
+    try:
+        return Babilong(task, split, variant=variant, **kwargs)
+    except DataError:
+        if variant == "en" or split == "test":
+            raise
+        gen = Babilong(task, split, variant="en", **kwargs)
+        warnings.warn(f"no {variant} train file for {gen.task}: its {split} split uses the en stories", stacklevel=2)
+        return gen

@@ -23,7 +23,6 @@ evaluation the test stories and the test books.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from functools import cached_property
 
@@ -31,8 +30,8 @@ import numpy as np
 import torch
 
 from memtx.data.char import BYTES
-from memtx.errors import ConfigError, DataError
-from memtx.tasks.babilong import SEP, Babilong, BabiQuestion
+from memtx.errors import ConfigError
+from memtx.tasks.babilong import SEP, Babilong, BabiQuestion, open_babilong
 from memtx.tasks.synthetic import IGNORE_INDEX, TaskBatch
 
 PAD = 0
@@ -156,15 +155,8 @@ class BabilongBatches:
         return [self._generator(t) for t in self.tasks]
 
     def _generator(self, task: str) -> Babilong:
-        """The task's train stories in ``variant``; en-10k falls back to en where its train file is missing."""
-        try:
-            return Babilong(task, "train", babi_dir=self.babi_dir, noise_dir=self.noise_dir, variant=self.variant)
-        except DataError:
-            if self.variant == "en":
-                raise
-            gen = Babilong(task, "train", babi_dir=self.babi_dir, noise_dir=self.noise_dir, variant="en")
-            warnings.warn(f"no {self.variant} train file for {gen.task}: training it on the en stories", stacklevel=2)
-            return gen
+        """The task's train stories (less the valid split's) in ``variant``."""
+        return open_babilong(task, "train", babi_dir=self.babi_dir, noise_dir=self.noise_dir, variant=self.variant)
 
     @cached_property
     def places(self) -> list[np.ndarray]:

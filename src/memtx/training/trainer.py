@@ -182,9 +182,10 @@ def evaluate(model, cfg: RunConfig, corpus, batches, ranks: Ranks, final: bool, 
     if cfg.data.task == "babilong":  # at the training length (noise-free rows: the facts alone, 0k)
         length = str(max(cfg.final_segments * cfg.segment_len - 64, 0) if cfg.data.babi_noise else 0)
         d = cfg.data
+        # the valid stories held out of the train file: the test split stays unseen until `memtx babilong`
         rows = list(evaluate_babilong(model, cfg.segment_len, list(d.babi_tasks), [length], cfg.eval_samples, 0,
-                                      d.babi_dir, d.noise_dir, batch_size=cfg.eval_batch_size,
-                                      codec=batches.codec))  # fmt: skip
+                                      d.babi_dir, d.noise_dir, batch_size=cfg.eval_batch_size, codec=batches.codec,
+                                      split="valid", variant=d.babi_variant))  # fmt: skip
         correct, n = sum(r["correct"] for r in rows), sum(r["samples"] for r in rows)
         return {"valid_accuracy": correct / n, "valid_samples": n, "valid_length": int(length)}
     if corpus is None:
