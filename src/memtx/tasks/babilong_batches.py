@@ -17,8 +17,8 @@ book text out (the facts alone, left-padded; ``trim_padding`` drops the padding 
 ``ask="anyone"`` (qa1) asks each row's final question about anyone named so far rather than bAbI's own
 (``ask="far"``: about the person whose last move is the oldest), and ``dense_questions`` (qa1) asks such a question
 inline after every fact but the last, in place of the story's own inline questions. Batch k is a pure function of
-(seed, k), so resumed runs see the same batches. Train samples use bAbI train stories and the train books;
-evaluation the test stories and the test books.
+(seed, k), so resumed runs see the same batches. Train samples use bAbI train stories (less the last 10%, the
+valid split that validation during training asks) and the train books; the sweep the test stories and test books.
 """
 
 from __future__ import annotations
