@@ -52,6 +52,7 @@ def main() -> int:
     record: dict = {**vars(a), "phases": []}
 
     def phase(name: str, args: list[str], run: Path) -> float:
+        """Run one training phase into ``run``; its final valid accuracy."""
         t0 = time.monotonic()
         command = [*TRAIN, *args, "--no-progress", "--out", str(run)]
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -62,7 +63,7 @@ def main() -> int:
         record["total_min"] = round((time.monotonic() - start) / 60, 2)
         (out / "route.json").write_text(json.dumps(record, indent=1) + "\n")
         print(f"{name:10} {seconds:7.0f} s  valid {acc:.3f}  ({record['total_min']:.1f} min so far)", flush=True)
-        return seconds
+        return acc
 
     probes: dict[int, float] = {}
     seed, try_s = a.first_seed, 0.0
@@ -71,9 +72,8 @@ def main() -> int:
     while True:
         t0 = time.monotonic()
         phase(f"A seed {seed}", [*A_FLAGS, "--seed", str(seed)], out / f"a{seed}")
-        phase(f"probe {seed}", [*FILL_FLAGS, "--init-from", str(out / f"a{seed}"), "--max-steps", str(a.probe_steps)],
-              out / f"fill{seed}")  # fmt: skip
-        probes[seed] = valid_accuracy(out / f"fill{seed}")
+        probes[seed] = phase(f"probe {seed}", [*FILL_FLAGS, "--init-from", str(out / f"a{seed}"), "--max-steps",
+                                              str(a.probe_steps)], out / f"fill{seed}")  # fmt: skip
         try_s = max(try_s, time.monotonic() - t0)
         left = a.budget * 60 - (time.monotonic() - start)
         if probes[seed] >= a.probe_min or left < try_s + after_probe_s:

@@ -227,8 +227,8 @@ def hold_out(questions: list[BabiQuestion], split: str) -> list[BabiQuestion]:
     """A train file's questions of split ``train`` (its first 90% of stories) or ``valid`` (the last 10%, at least
     one story; none when the file has only one)."""
     stories = max((q.story for q in questions), default=0)
-    first_valid = stories - max(1, round(stories * VALID_STORIES)) + 1 if stories > 1 else stories + 1
-    return [q for q in questions if (q.story >= first_valid) == (split == "valid")]
+    n_valid = max(1, round(stories * VALID_STORIES)) if stories > 1 else 0
+    return [q for q in questions if (q.story > stories - n_valid) == (split == "valid")]
 
 
 # ---------------------------------------------------------------------------------------------- noise
