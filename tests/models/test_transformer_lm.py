@@ -195,6 +195,37 @@ def test_loss_is_cross_entropy_of_logits():
     torch.testing.assert_close(F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten()), manual)
 
 
+@pytest.mark.parametrize("memory", ["xl", "rmt", "armt"])
+def test_scoring_only_the_targets_rows_gives_the_same_nats_hits_gradients_and_state(memory):
+    """scores="targets" (a task's few answers: the head on their rows alone) equals the full head's nats, argmax
+    hits and every gradient; scores="none" hands on the same state and computes no head."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=32, n_layers=2, d_model=16, n_heads=2, span=6, block="transformer", d_ff=8,
+                      n_persistent=0, memory=memory, mem_tokens=0 if memory == "xl" else 2, mem_dim=4)  # fmt: skip
+    model = TransformerLM(cfg).double()
+    x = torch.randint(0, 32, (3, 7))
+    y = torch.full_like(x, -100)
+    y[0, 2], y[1, 6], y[2, 0], y[2, 5] = 3, 4, 5, 6
+    outs, grads = {}, {}
+    for scores in ("all", "targets"):
+        model.zero_grad()
+        outs[scores] = out = model(x, None, y, scores)
+        (out.nll.sum() + sum(t.sum() for t in out.state.to_tensors().values())).backward()
+        grads[scores] = [p.grad.clone() for p in model.parameters()]
+    assert outs["targets"].logits is None
+    torch.testing.assert_close(outs["targets"].nll, outs["all"].nll, rtol=1e-6, atol=1e-7)  # float32 nats
+    assert torch.equal(outs["targets"].hits, outs["all"].hits)
+    assert torch.equal(outs["all"].hits, (outs["all"].logits.argmax(-1) == y) & (y != -100))
+    for a, b in zip(grads["all"], grads["targets"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    bare = model(x, None, scores="none")
+    assert bare.logits is None
+    for k, v in outs["all"].state.to_tensors().items():
+        torch.testing.assert_close(bare.state.to_tensors()[k], v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="scores"):
+        model(x, None, None, "targets")
+
+
 def test_adaptive_span_mask_matches_official_formula():
     from memtx.nn.adaptive_span import AdaptiveSpan
 

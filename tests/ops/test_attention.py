@@ -46,13 +46,15 @@ def test_fast_equals_reference_forward_and_grads(T, W, N, span_mask, pad, chunk,
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
 
 
-@pytest.mark.parametrize("T, W", [(5, 5), (3, 6), (2, 3), (7, 4), (8, 4)])
+@pytest.mark.parametrize("T, W", [(5, 5), (3, 6), (2, 3), (7, 4), (8, 4), (1, 1), (3, 9)])
 @pytest.mark.parametrize("N", [0, 2])
-def test_causal_layout_equals_reference_forward_and_grads(T, W, N):
+@pytest.mark.parametrize("span_mask", [False, True])
+def test_causal_layout_equals_reference_forward_and_grads(T, W, N, span_mask):
     """No key in the window (n_pad = W: no cache): the causal layout, for segments shorter than, as long as and
-    longer than the window (up to 2W), with and without persistent vectors."""
-    assert causal_applies(T, W, W, None, 0.0, False)
-    x = _inputs(2, 3, T, W, 4, N, False, seed=T * 10 + W)
+    longer than the window (up to 2W), with and without persistent vectors and a span (or recency) mask, whose
+    columns past the segment's distances get no gradient."""
+    x = _inputs(2, 3, T, W, 4, N, span_mask, seed=T * 10 + W)
+    assert causal_applies(T, W, W, x.get("span_mask"), 0.0, False)
     fast = relative_attention(**x, n_pad=W)
     ref = reference_attention(**x, n_pad=W)
     torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
@@ -83,9 +85,10 @@ def test_dropout_gradients_are_those_of_the_forward(span_mask):
     assert torch.autograd.gradcheck(dropped, inputs)
 
 
-def test_causal_layout_only_without_window_keys_span_mask_or_dropout():
+def test_causal_layout_only_without_window_keys_or_dropout():
     assert not causal_applies(5, 5, 4, None, 0.0, False)  # one window key present: the band
-    assert not causal_applies(5, 5, 5, torch.ones(1, 1, 5), 0.0, False)
+    assert causal_applies(5, 5, 5, torch.ones(1, 1, 5), 0.0, False)
+    assert not causal_applies(5, 5, 5, torch.ones(1, 1, 5), 0.1, True)
     assert not causal_applies(5, 5, 5, None, 0.1, True)
     assert causal_applies(5, 5, 5, None, 0.1, False)  # dropout off in eval
     assert not causal_applies(11, 5, 5, None, 0.0, False)  # a segment much longer than the window: the band

@@ -52,7 +52,7 @@ def prefill(
             p.extend(itertools.islice(stream, segment_len + 1 - len(p)))
         if any(len(p) <= segment_len for p in pending):
             break
-        state = model(torch.tensor([p[:segment_len] for p in pending]).to(model.device), state).state
+        state = model(torch.tensor([p[:segment_len] for p in pending]).to(model.device), state, scores="none").state
         for p in pending:
             del p[:segment_len]
     model.train(was_training)

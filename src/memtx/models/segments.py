@@ -26,10 +26,11 @@ def segments(
     segment_len: int,
     bptt_depth: int = -1,
     targets: Tensor | None = None,
+    scores: str = "all",
 ) -> Iterator[tuple[slice, object]]:
     """Yield ``(columns, out)`` for each segment of x (B, N): ``out.logits`` (B, T_i, V) scores x[:, columns]
-    (and ``out.nll`` the nats of ``targets[:, columns]`` when targets are given); the last ``out.state`` is the
-    state after the whole input."""
+    (and ``out.nll`` the nats of ``targets[:, columns]`` when targets are given; ``scores`` as the model's
+    forward takes it); the last ``out.state`` is the state after the whole input."""
     n = x.shape[1]
     n_segments = -(-n // segment_len)
     if state is not None:
@@ -38,6 +39,6 @@ def segments(
         if state is not None and 0 <= bptt_depth and i < n_segments - bptt_depth:
             state = state.detach()
         columns = slice(i * segment_len, min((i + 1) * segment_len, n))
-        out = model(x[:, columns], state) if targets is None else model(x[:, columns], state, targets[:, columns])
+        out = model(x[:, columns], state, None if targets is None else targets[:, columns], scores)
         state = out.state
         yield columns, out

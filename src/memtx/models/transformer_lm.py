@@ -20,10 +20,13 @@ from memtx.nn.linear import Linear
 
 @dataclass(frozen=True)
 class LMOutput:
-    logits: Tensor | None  # (B, T, V) scores (log-probabilities with the adaptive softmax); None when the
-    # adaptive softmax was given targets (only the clusters they need are computed)
+    logits: Tensor | None  # (B, T, V) scores (log-probabilities with the adaptive softmax); None when only the
+    # targets' rows were scored (``scores="targets"``), with the adaptive softmax given targets (only the clusters
+    # they need are computed), or with ``scores="none"``
     state: MemoryState  # the memory to pass with the next segment
     nll: Tensor | None = None  # (B, T) nats of each target when targets were given; 0 where the target is -100
+    hits: Tensor | None = None  # (B, T) bool, target == argmax of its scores (False where -100); None with the
+    # adaptive softmax
 
 
 @dataclass(frozen=True)
@@ -72,21 +75,36 @@ class TransformerLM(nn.Module):
         else:
             self.head = Linear(cfg.d_model, cfg.vocab_size)
 
-    def forward(self, x: Tensor, state: MemoryState | None = None, targets: Tensor | None = None) -> LMOutput:
+    def forward(
+        self, x: Tensor, state: MemoryState | None = None, targets: Tensor | None = None, scores: str = "all"
+    ) -> LMOutput:
         """x (B, T) token ids; state from the previous segment of the same streams, or None to start fresh;
-        targets (B, T) next-token ids (-100 = not scored) to also get each target's nats in ``nll``."""
+        targets (B, T) next-token ids (-100 = not scored) to also get each target's nats in ``nll`` and ``hits``.
+        scores: "all" positions' logits; "targets": only the scored targets' rows go through the head (a task's
+        answers among text; ``logits`` is None); "none": no head, only the state (reading a prompt)."""
+        if scores not in ("all", "targets", "none") or (scores == "targets" and targets is None):
+            raise ValueError(f"scores={scores!r}: pass 'all', 'none', or 'targets' with targets")
         h = self.emb_dropout(self.embed(x))
         h, state = self.memory.run(self.blocks, h, state, self.pos)
+        if scores == "none" and targets is None:
+            return LMOutput(None, state)
         h = self.emb_dropout(self.final_norm(h))
         if isinstance(self.head, AdaptiveHead):
             nll = self.head.nll(h, targets) if targets is not None else None
             return LMOutput(self.head.log_prob(h) if targets is None else None, state, nll)
+        if targets is None:
+            return LMOutput(self.head(h), state)
+        scored = targets != -100
+        if scores == "targets":
+            logits = self.head(h[scored])
+            nll, hits = torch.zeros(targets.shape, device=h.device), torch.zeros_like(scored)  # fp32, as below
+            nll[scored] = F.cross_entropy(logits.float(), targets[scored], reduction="none")
+            hits[scored] = logits.detach().argmax(-1) == targets[scored]
+            return LMOutput(None, state, nll, hits)
         logits = self.head(h)
-        nll = None
-        if targets is not None:
-            nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none")
-            nll = nll.view(targets.shape)
-        return LMOutput(logits, state, nll)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none")
+        hits = (logits.detach().argmax(-1) == targets) & scored
+        return LMOutput(logits, state, nll.view(targets.shape), hits)
 
     def scores(self, h: Tensor) -> Tensor:
         """Next-token scores of final hidden states (B, ..., D) -> (B, ..., V)."""

@@ -125,7 +125,7 @@ def relative_attention(
         raise ValueError(f"keys cover {k.shape[-2]} positions, expected window {window} + segment {t}")
     q = q * q.shape[-1] ** -0.5  # the softmax temperature, applied to q (T x Dh) rather than the logits (T x W+N)
     if causal_applies(t, window, n_pad, span_mask, dropout_p, training):
-        return _CausalRelative.apply(q, k[..., window:, :], v[..., window:, :], pos, extra_k, extra_v)
+        return _CausalRelative.apply(q, k[..., window:, :], v[..., window:, :], pos, extra_k, extra_v, span_mask)
     missing = missing_key_mask(t, window, n_pad, q.device) if n_pad > 0 else None
     n = extra_k.shape[-2] if extra_k is not None else 0
     qblock = chunk or (QUERY_BLOCK if q.device.type == "cpu" else 2 * QUERY_BLOCK)
@@ -147,9 +147,9 @@ def _rows_per_block(b: int, h: int, qblock: int, window: int, n: int, q: Tensor)
 
 def causal_applies(t: int, window: int, n_pad: int, span_mask: Tensor | None, dropout_p: float, training: bool) -> bool:
     """Whether ``relative_attention`` takes the causal layout: the window holds no key (no cache: a one-window
-    model, memory-token segments, a first segment), so the band's first W key columns are all masked; no
-    adaptive-span mask or dropout (the band path keeps those); a segment at most twice the window."""
-    return n_pad == window and span_mask is None and not (dropout_p > 0.0 and training) and t <= 2 * window
+    model, memory-token segments, a first segment), so the band's first W key columns are all masked; no dropout
+    (the band path keeps it); a segment at most twice the window."""
+    return n_pad == window and not (dropout_p > 0.0 and training) and t <= 2 * window
 
 
 def _pad_columns(mask: Tensor, logits: Tensor) -> Tensor:
@@ -268,13 +268,15 @@ def _blocks(batch: int, t: int, group: int, qblock: int) -> list[tuple[slice, in
 
 class _CausalRelative(torch.autograd.Function):
     """Relative attention of a segment over itself alone (and the persistent vectors), in absolute coordinates:
-    (T, T+N) logits ``q.k + q.p_(i-j)``, the causal band mask, one softmax, probs times ``[v ; persistent v]``,
-    where the band layout would compute (T, 2T) key columns, half of them absent. The position term is one matmul
-    with the table padded to T+1 columns (column c = distance T-c), whose (T, T+1) result read as (T+1, T) rows
-    1..T is the term in absolute coordinates (Transformer-XL's relative shift, here a view, not a copy)."""
+    (T, T+N) logits ``q.k + q.p_(i-j)``, the causal band mask, one softmax, (the span mask times the context
+    probabilities, renormalised jointly with the persistent ones, as in the band path), probs times ``[v ;
+    persistent v]``, where the band layout would compute (T, 2T) key columns, half of them absent. The position
+    term is one matmul with the table padded to T+1 columns (column c = distance T-c), whose (T, T+1) result read as
+    (T+1, T) rows 1..T is the term in absolute coordinates (Transformer-XL's relative shift, here a view, not a
+    copy); the span mask takes the same shift."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, pos: Tensor, extra_k: Tensor | None, extra_v: Tensor | None):
+    def forward(ctx, q, k, v, pos, extra_k, extra_v, span_mask):
         *lead, t, _ = q.shape
         window = pos.shape[-1]
         pos_pad = F.pad(pos, (t + 1 - window, 0))  # distances >= window: zero (masked); a window > T+1: cropped
@@ -286,17 +288,35 @@ class _CausalRelative(torch.autograd.Function):
         logits[..., :t] += shifted
         logits[..., :t].masked_fill_(_causal_band_mask(t, window, q.device), float("-inf"))  # persistent: never
         probs = torch.softmax(logits, dim=-1)
+        weights, total = probs, None
+        if span_mask is not None:  # [p_ctx * mask ; p_ext] / total, as _span_weights does in relative columns
+            weights = probs.clone()
+            weights[..., :t] *= _absolute(span_mask, t)
+            total = weights.sum(-1, keepdim=True) + RENORM_EPS
+            weights /= total
         ctx.window = window
-        ctx.save_for_backward(q, k, v, pos_pad, probs)
-        return torch.matmul(probs, v)
+        ctx.save_for_backward(q, k, v, pos_pad, probs, span_mask, total)
+        return torch.matmul(weights, v)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, v, pos_pad, probs = ctx.saved_tensors
+        q, k, v, pos_pad, probs, span_mask, total = ctx.saved_tensors
         *lead, t, dh = q.shape
-        dv = torch.matmul(probs.transpose(-1, -2), grad)
-        dlogits = torch._softmax_backward_data(torch.matmul(grad, v.transpose(-1, -2)), probs, -1, probs.dtype)
+        dw = torch.matmul(grad, v.transpose(-1, -2))
+        dspan = None
+        if span_mask is None:
+            dv = torch.matmul(probs.transpose(-1, -2), grad)
+        else:
+            mask = _absolute(span_mask, t)
+            normalised = probs.clone()
+            normalised[..., :t] *= mask
+            normalised /= total
+            dv = torch.matmul(normalised.transpose(-1, -2), grad)
+            dw = (dw - (dw * normalised).sum(-1, keepdim=True)) / total
+            dspan = _relative_sum((dw[..., :t] * probs[..., :t]).flatten(0, -4).sum(0), ctx.window)
+            dw[..., :t] *= mask
+        dlogits = torch._softmax_backward_data(dw, probs, -1, probs.dtype)
         dq = torch.matmul(dlogits, k)
         dk = torch.matmul(dlogits.transpose(-1, -2), q)
         dshift = dlogits.new_empty(*lead, t + 1, t)  # the gradient of the (T, T+1) position term, read as rows
@@ -311,7 +331,25 @@ class _CausalRelative(torch.autograd.Function):
             dextra_k = dk[..., t:, :].flatten(0, -4).sum(0)
             dextra_v = dv[..., t:, :].flatten(0, -4).sum(0)
             dk, dv = dk[..., :t, :], dv[..., :t, :]
-        return dq, dk, dv, dpos, dextra_k, dextra_v
+        return dq, dk, dv, dpos, dextra_k, dextra_v, dspan
+
+
+def _absolute(span_mask: Tensor, t: int) -> Tensor:
+    """(H, 1, W) mask over relative columns (last = distance 0) -> (H, T, T) with ``[h, i, j]`` = the column of
+    distance i - j for j <= i (by the relative shift of ``_CausalRelative``; above the diagonal: any finite value,
+    where the probabilities are 0); distances past the table: 0."""
+    h = span_mask.shape[0]
+    padded = F.pad(span_mask, (t + 1 - span_mask.shape[-1], 0)).expand(h, t, t + 1).contiguous()
+    return padded.view(h, t + 1, t)[:, 1:]
+
+
+def _relative_sum(d_abs: Tensor, window: int) -> Tensor:
+    """The gradient of ``_absolute``: (H, T, T) absolute-coordinate gradients (0 above the diagonal) summed per
+    distance -> (H, 1, W)."""
+    h, t, _ = d_abs.shape
+    rows = d_abs.new_zeros(h, t + 1, t)
+    rows[:, 1:] = d_abs
+    return F.pad(rows.view(h, t, t + 1).sum(1), (window - t - 1, 0)).unsqueeze(1)
 
 
 def _causal_band_mask(t: int, window: int, device: torch.device) -> Tensor:
