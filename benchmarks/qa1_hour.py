@@ -6,9 +6,9 @@ phase finds a person's last move, from others it stalls near 50% (``benchmarks/r
 is dropped at once (every good A so far was at 54% or more, the bad ones mostly under 50%), the others are probed
 with ``--probe-steps`` filler steps; the first probe at or above ``--probe-min`` on the *valid* stories (held out
 of the train file; the test stories are only read by the final sweep) continues its fill to ``--fill-steps``, then
-phase B, cut to the steps the time left allows (at most ``--b-steps``). Tries stop when one more would not leave
-time for the fill and B inside ``--budget``; then the best probe so far goes on. Every phase's wall time, the
-tries that failed included, goes to the JSON.
+phase B, stopped by the time left (``--max-time``) if it has not run ``--b-steps`` by then. Tries stop when one
+more would not leave time for the fill and ``--b-min-steps`` of B inside ``--budget``; then the best probe so far
+goes on. Every phase's wall time, the tries that failed included, goes to the JSON.
 
     .venv/bin/python -m benchmarks.qa1_hour --out runs/hour       # then: memtx babilong runs/hour/b ...
 """
@@ -26,7 +26,18 @@ from pathlib import Path
 TRAIN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "memtx.cli",
          "train"]  # fmt: skip
 A_FLAGS = ["babilong-qa1-window", "--data.no-inline-questions", "--max-steps", "2000", "--eval-every", "2500"]
-B_STEP_S = 3.0  # a phase-B step's seconds on two ranks here, on average over the curriculum (session 30's code)
+# phase B's cost on two ranks here: seconds per segment of a step (batch 16; 6.05 s a 32-segment step, session 30),
+# and its curriculum (the hour preset: 1, 2, 4, 8, 16 segments for 50 steps each, then 32)
+B_SEGMENT_S, B_STAGES, B_STAGE_STEPS = 0.19, (1, 2, 4, 8, 16, 32), 50
+B_MARGIN_S = 150  # B's start, its final validation and save, which --max-time does not count
+
+
+def b_seconds(steps: int) -> float:
+    """Estimated wall time of ``steps`` phase-B steps."""
+    segs = [B_STAGES[min(i // B_STAGE_STEPS, len(B_STAGES) - 1)] for i in range(steps)]
+    return B_SEGMENT_S * sum(segs) + B_MARGIN_S
+
+
 FILL_FLAGS = ["babilong-qa1-window", "--data.fillers", "2", "--data.question-curriculum", "--seed", "2",
               "--eval-every", "500"]  # fmt: skip
 
@@ -45,7 +56,7 @@ def main() -> int:
     ap.add_argument("--fill-steps", type=int, default=1000, help="filler steps before B (at least --probe-steps)")
     ap.add_argument("--a-min", type=float, default=0.5, help="valid accuracy of an A below which it is not probed")
     ap.add_argument("--b-steps", type=int, default=665, help="most phase B steps (the preset's learning-rate cut: 420)")
-    ap.add_argument("--b-min-steps", type=int, default=500, help="fewest B steps a try must leave time for")
+    ap.add_argument("--b-min-steps", type=int, default=500, help="fewest B steps another try must leave time for")
     ap.add_argument("--first-seed", type=int, default=0)
     a = ap.parse_args()
     out = Path(a.out)
@@ -73,7 +84,7 @@ def main() -> int:
     a_accs: dict[int, float] = {}
     probes: dict[int, float] = {}
     seed, try_s = a.first_seed, 0.0
-    # the rates measured here (two ranks): a fill step 0.26 s, a B step 3.0 s on average over the curriculum
+    # the fill's rate measured here (two ranks): 0.26 s a step
     fill_rest_s = 0.26 * max(a.fill_steps - a.probe_steps, 0)
 
     def probe(seed: int) -> float:
@@ -89,7 +100,7 @@ def main() -> int:
         else:  # not probed: a try with its probe takes ~2.3 times as long as its A
             try_s = max(try_s, 2.3 * (time.monotonic() - t0))
         left = a.budget * 60 - (time.monotonic() - start)
-        if probes.get(seed, 0.0) >= a.probe_min or left < try_s + fill_rest_s + B_STEP_S * a.b_min_steps:
+        if probes.get(seed, 0.0) >= a.probe_min or left < try_s + fill_rest_s + b_seconds(a.b_min_steps):
             break
         seed += 1
     if not probes:  # every A under --a-min: the best of them goes on
@@ -99,10 +110,13 @@ def main() -> int:
     record["chosen_seed"] = best
     if a.fill_steps > a.probe_steps:
         phase("fill", ["--resume", "--max-steps", str(a.fill_steps)], out / f"fill{best}")
-    left = a.budget * 60 - (time.monotonic() - start)
-    record["b_steps_run"] = b_steps = max(a.b_min_steps, min(a.b_steps, int(left / B_STEP_S)))
+    # B trains until --b-steps or the hour's end (its training time; start, validation and save kept outside it)
+    max_time = max(a.budget * 60 - (time.monotonic() - start) - B_MARGIN_S, b_seconds(a.b_min_steps) - B_MARGIN_S)
     phase("B", ["babilong-qa1-armt-hour-from-window", "--init-from", str(out / f"fill{best}"), "--max-steps",
-                str(b_steps)], out / "b")  # fmt: skip
+                str(a.b_steps), "--max-time", str(int(max_time))], out / "b")  # fmt: skip
+    rows = [json.loads(line) for line in (out / "b" / "metrics.jsonl").read_text().splitlines()]
+    record["b_steps_run"] = max(r.get("step", 0) for r in rows)
+    (out / "route.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"route: {record['total_min']:.1f} min; sweep it with: memtx babilong {out / 'b'} --tasks qa1 ...")
     return 0
 

@@ -21,7 +21,8 @@ with an empty cache) and a segmented pass is exactly a causal band-masked full p
 
 Without any key in the window (no cache: a one-window model, every memory-token segment, a first segment), the
 band's first W key columns are all absent: ``_CausalRelative`` then works in absolute coordinates over the segment
-alone, (T, T) instead of (T, 2T) key columns (1.5-2.1x faster attention, forward and backward, at T = 128-224).
+alone, (T, T) instead of (T, 2T) key columns (1.5-2.1x faster attention, forward and backward, at T = 128-224),
+span and recency masks included (shifted into absolute coordinates like the positions); dropout keeps the band.
 
 The slow, obviously correct twin is ``memtx.memory.reference.reference_attention``.
 """
