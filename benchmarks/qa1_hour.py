@@ -29,7 +29,7 @@ A_FLAGS = ["babilong-qa1-window", "--data.no-inline-questions", "--max-steps", "
 # phase B's cost on two ranks here: seconds per segment of a step (batch 16; 6.05 s a 32-segment step, session 30),
 # and its curriculum (the hour preset: 1, 2, 4, 8, 16 segments for 50 steps each, then 32)
 B_SEGMENT_S, B_STAGES, B_STAGE_STEPS = 0.19, (1, 2, 4, 8, 16, 32), 50
-B_MARGIN_S = 150  # B's start, its final validation and save, which --max-time does not count
+B_MARGIN_S = 240  # B's start, its validations (step 500 and final, ~90 s each) and saves: outside --max-time
 
 
 def b_seconds(steps: int) -> float:
