@@ -222,8 +222,9 @@ def test_scoring_only_the_targets_rows_gives_the_same_nats_hits_gradients_and_st
     assert bare.logits is None
     for k, v in outs["all"].state.to_tensors().items():
         torch.testing.assert_close(bare.state.to_tensors()[k], v, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="scores"):
-        model(x, None, None, "targets")
+    for targets, scores in ((None, "targets"), (y, "none"), (y, "some")):
+        with pytest.raises(ValueError, match="scores"):
+            model(x, None, targets, scores)
 
 
 def test_adaptive_span_mask_matches_official_formula():

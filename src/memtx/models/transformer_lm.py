@@ -82,11 +82,11 @@ class TransformerLM(nn.Module):
         targets (B, T) next-token ids (-100 = not scored) to also get each target's nats in ``nll`` and ``hits``.
         scores: "all" positions' logits; "targets": only the scored targets' rows go through the head (a task's
         answers among text; ``logits`` is None); "none": no head, only the state (reading a prompt)."""
-        if scores not in ("all", "targets", "none") or (scores == "targets" and targets is None):
-            raise ValueError(f"scores={scores!r}: pass 'all', 'none', or 'targets' with targets")
+        if scores not in ("all", "targets", "none") or (scores != "all" and (targets is None) != (scores == "none")):
+            raise ValueError(f"scores={scores!r}: pass 'all', 'targets' with targets, or 'none' without them")
         h = self.emb_dropout(self.embed(x))
         h, state = self.memory.run(self.blocks, h, state, self.pos)
-        if scores == "none" and targets is None:
+        if scores == "none":
             return LMOutput(None, state)
         h = self.emb_dropout(self.final_norm(h))
         if isinstance(self.head, AdaptiveHead):
