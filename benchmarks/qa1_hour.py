@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 TRAIN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "memtx.cli",
@@ -47,7 +48,48 @@ def valid_accuracy(run: Path) -> float:
     return [r["valid_accuracy"] for r in rows if "valid_accuracy" in r][-1]
 
 
-def main() -> int:
+def route(a: argparse.Namespace, out: Path, phase: Callable[[str, list[str], Path], float],
+          elapsed: Callable[[], float]) -> int:  # fmt: skip
+    """The route's choices: train A with seed after seed, probe those at ``--a-min`` or more, keep the first probe
+    at ``--probe-min`` (or the best when the time for another try is gone), finish its fill, run B to the hour's
+    end. ``phase(name, args, run)`` trains one phase and returns its valid accuracy; ``elapsed()`` is the route's
+    seconds so far. Returns the chosen seed."""
+    a_accs: dict[int, float] = {}
+    probes: dict[int, float] = {}
+    seed, try_s = a.first_seed, 0.0
+    # the fill's rate measured here (two ranks): 0.26 s a step
+    fill_rest_s = 0.26 * max(a.fill_steps - a.probe_steps, 0)
+
+    def probe(seed: int) -> float:
+        return phase(f"probe {seed}", [*FILL_FLAGS, "--init-from", str(out / f"a{seed}"), "--max-steps",
+                                      str(a.probe_steps)], out / f"fill{seed}")  # fmt: skip
+
+    while True:
+        t0 = elapsed()
+        a_accs[seed] = phase(f"A seed {seed}", [*A_FLAGS, "--seed", str(seed)], out / f"a{seed}")
+        if a_accs[seed] >= a.a_min:
+            probes[seed] = probe(seed)
+            try_s = max(try_s, elapsed() - t0)
+        else:  # not probed: a try with its probe takes ~2.3 times as long as its A
+            try_s = max(try_s, 2.3 * (elapsed() - t0))
+        left = a.budget * 60 - elapsed()
+        if probes.get(seed, 0.0) >= a.probe_min or left < try_s + fill_rest_s + b_seconds(a.b_min_steps):
+            break
+        seed += 1
+    if not probes:  # every A under --a-min: the best of them goes on
+        best_a = max(a_accs, key=a_accs.get)
+        probes[best_a] = probe(best_a)
+    best = max(probes, key=probes.get)
+    if a.fill_steps > a.probe_steps:
+        phase("fill", ["--resume", "--max-steps", str(a.fill_steps)], out / f"fill{best}")
+    # B trains until --b-steps or the hour's end (its training time; start, validation and save kept outside it)
+    max_time = max(a.budget * 60 - elapsed() - B_MARGIN_S, b_seconds(a.b_min_steps) - B_MARGIN_S)
+    phase("B", ["babilong-qa1-armt-hour-from-window", "--init-from", str(out / f"fill{best}"), "--max-steps",
+                str(a.b_steps), "--max-time", str(int(max_time))], out / "b")  # fmt: skip
+    return best
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/qa1-hour", help="folder for the runs and route.json (must not exist)")
     ap.add_argument("--budget", type=float, default=60.0, help="minutes of wall time for the whole route")
@@ -58,7 +100,11 @@ def main() -> int:
     ap.add_argument("--b-steps", type=int, default=665, help="most phase B steps (the preset's learning-rate cut: 420)")
     ap.add_argument("--b-min-steps", type=int, default=500, help="fewest B steps another try must leave time for")
     ap.add_argument("--first-seed", type=int, default=0)
-    a = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> int:
+    a = parse_args()
     out = Path(a.out)
     if out.exists():
         sys.exit(f"qa1_hour: {out} exists: pass --out NEW_DIR (nothing was overwritten)")
@@ -81,39 +127,7 @@ def main() -> int:
         print(f"{name:10} {seconds:7.0f} s  valid {acc:.3f}  ({record['total_min']:.1f} min so far)", flush=True)
         return acc
 
-    a_accs: dict[int, float] = {}
-    probes: dict[int, float] = {}
-    seed, try_s = a.first_seed, 0.0
-    # the fill's rate measured here (two ranks): 0.26 s a step
-    fill_rest_s = 0.26 * max(a.fill_steps - a.probe_steps, 0)
-
-    def probe(seed: int) -> float:
-        return phase(f"probe {seed}", [*FILL_FLAGS, "--init-from", str(out / f"a{seed}"), "--max-steps",
-                                      str(a.probe_steps)], out / f"fill{seed}")  # fmt: skip
-
-    while True:
-        t0 = time.monotonic()
-        a_accs[seed] = phase(f"A seed {seed}", [*A_FLAGS, "--seed", str(seed)], out / f"a{seed}")
-        if a_accs[seed] >= a.a_min:
-            probes[seed] = probe(seed)
-            try_s = max(try_s, time.monotonic() - t0)
-        else:  # not probed: a try with its probe takes ~2.3 times as long as its A
-            try_s = max(try_s, 2.3 * (time.monotonic() - t0))
-        left = a.budget * 60 - (time.monotonic() - start)
-        if probes.get(seed, 0.0) >= a.probe_min or left < try_s + fill_rest_s + b_seconds(a.b_min_steps):
-            break
-        seed += 1
-    if not probes:  # every A under --a-min: the best of them goes on
-        best_a = max(a_accs, key=a_accs.get)
-        probes[best_a] = probe(best_a)
-    best = max(probes, key=probes.get)
-    record["chosen_seed"] = best
-    if a.fill_steps > a.probe_steps:
-        phase("fill", ["--resume", "--max-steps", str(a.fill_steps)], out / f"fill{best}")
-    # B trains until --b-steps or the hour's end (its training time; start, validation and save kept outside it)
-    max_time = max(a.budget * 60 - (time.monotonic() - start) - B_MARGIN_S, b_seconds(a.b_min_steps) - B_MARGIN_S)
-    phase("B", ["babilong-qa1-armt-hour-from-window", "--init-from", str(out / f"fill{best}"), "--max-steps",
-                str(a.b_steps), "--max-time", str(int(max_time))], out / "b")  # fmt: skip
+    record["chosen_seed"] = route(a, out, phase, lambda: time.monotonic() - start)
     rows = [json.loads(line) for line in (out / "b" / "metrics.jsonl").read_text().splitlines()]
     record["b_steps_run"] = max(r.get("step", 0) for r in rows)
     (out / "route.json").write_text(json.dumps(record, indent=1) + "\n")
