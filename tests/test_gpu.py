@@ -20,9 +20,12 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 CUDA = torch.device("cuda")
 
 
-@pytest.mark.parametrize("T, W, N, pad, span", [(6, 5, 3, 0, True), (7, 4, 0, 2, False), (5, 5, 2, 5, False)])
+@pytest.mark.parametrize(
+    "T, W, N, pad, span", [(6, 5, 3, 0, True), (7, 4, 0, 2, False), (5, 5, 2, 5, False), (5, 5, 2, 5, True)]
+)
 def test_attention_on_cuda_equals_the_reference(T, W, N, pad, span):
-    """Band path (with span mask, padding) and causal layout on the GPU, float64: forward and every gradient."""
+    """Band path (with span mask, padding) and causal layout (with and without a span mask) on the GPU, float64:
+    forward and every gradient."""
     g = torch.Generator().manual_seed(0)
     x = {"q": torch.randn(2, 3, T, 4, generator=g), "k": torch.randn(2, 3, W + T, 4, generator=g),
          "v": torch.randn(2, 3, W + T, 4, generator=g), "pos": torch.randn(4, W, generator=g)}  # fmt: skip
