@@ -7,6 +7,7 @@ import math
 import random
 import re
 import shutil
+import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from helpers import tiny_run
 from memtx.cli import main
 from memtx.data.bpe import BpeTokenizer
 from memtx.errors import ConfigError
-from memtx.evaluation.reasoning import prompt_chunks, prompt_rows, wilson
+from memtx.evaluation.reasoning import prompt_chunks, prompt_rows, row_accuracy, wilson
 from memtx.models.config import ModelConfig
 from memtx.tasks.babilong import Babilong, parse_babi
 from memtx.tasks.babilong_batches import (
@@ -507,6 +508,39 @@ def test_noise_free_run_validates_at_0k(tmp_path, babi):
     train(cfg, tmp_path / "run", progress=False)
     final = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
     assert final["valid_length"] == 0 and final["valid_samples"] == 2
+
+
+def test_rows_of_the_valid_stories_and_their_teacher_forced_accuracy(tmp_path, babi):
+    """split="valid" draws rows from the 3 held-out stories only; row_accuracy counts a row right when every target
+    of its final answer is the argmax (an inline answer's miss does not count against it)."""
+    kw = dict(babi_dir=babi[0], noise_dir=babi[1], noise=False, dense_questions=True)
+    valid = BabilongBatches(("qa1",), 4, 512, seed=0, split="valid", **kw)
+    assert {q.story for q in valid.generators[0].questions} == {28, 29, 30}
+    with pytest.raises(ValueError, match="split must be 'train' or 'valid'"):
+        BabilongBatches(("qa1",), 4, 512, seed=0, split="test", **kw)
+
+    class Stub:  # hits: every target but those of the chosen rows' final answers, or of their inline answers
+        device = torch.device("cpu")
+
+        def __init__(self, miss_final: set[int], miss_inline: bool):
+            self.miss_final, self.miss_inline = miss_final, miss_inline
+
+        def __call__(self, x, state, targets, scores):
+            hits = targets != -100
+            final = torch.zeros_like(hits)
+            final[:, -(ANSWER_ROOM + 1) :] = True
+            for r in self.miss_final:
+                hits[r] &= ~final[r]
+            if self.miss_inline:
+                hits &= final
+            return types.SimpleNamespace(hits=hits)
+
+    batch = BabilongBatches(("qa1",), 4, 512, seed=0, split="valid", **kw).next_batch(1)
+    assert ((batch.y[:, : -(ANSWER_ROOM + 1)] != -100).any(1)).any()  # some rows carry inline answers
+    for miss_final, miss_inline, right in (((), False, 8), ((), True, 8), ({1}, True, 6), ({0, 2, 3}, False, 2)):
+        rows = BabilongBatches(("qa1",), 4, 512, seed=0, split="valid", **kw)
+        res = row_accuracy(Stub(set(miss_final), miss_inline), rows, 7)  # whole batches: 8 rows
+        assert (res["correct"], res["samples"]) == (right, 8) and rows.index == 2
 
 
 def test_training_holds_out_the_valid_stories_and_never_reads_the_test_file(tmp_path, babi):

@@ -118,6 +118,35 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, corpus_f
     assert not (tmp_path / "c").exists() and not (tmp_path / "d" / "config.json").exists()
 
 
+def test_init_shrink_mixes_each_matrix_with_the_runs_fresh_weights(tmp_path, corpus_file):
+    """--init-shrink 0.25: every tensor of 2+ dimensions starts at 0.25 x run A's + 0.75 x the new run's own fresh
+    initialisation (its seed); vectors as loaded. Refused outside (0, 1] or without --init-from."""
+    from dataclasses import replace
+
+    from memtx.errors import ConfigError
+    from memtx.models.transformer_lm import TransformerLM
+
+    cfg = tiny_run(str(corpus_file), max_steps=6)
+    train(cfg, tmp_path / "a", progress=False)
+    trained = safetensors.torch.load_file(str(tmp_path / "a" / "model.safetensors"))
+    follow = replace(cfg, max_steps=1, seed=7, optim=replace(cfg.optim, lr=1e-30), init_from=str(tmp_path / "a"))
+    train(replace(follow, init_shrink=0.25), tmp_path / "b", progress=False)
+    got = safetensors.torch.load_file(str(tmp_path / "b" / "model.safetensors"))
+    torch.manual_seed(7)
+    fresh = TransformerLM(cfg.model).state_dict()
+    mixed = 0
+    for k, v in got.items():
+        want = 0.25 * trained[k] + 0.75 * fresh[k] if v.dim() >= 2 else trained[k]
+        assert torch.allclose(v, want, rtol=0, atol=1e-6), k
+        mixed += v.dim() >= 2 and not torch.allclose(want, trained[k])
+    assert mixed >= 4  # embeddings, attention and FFN matrices moved
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="init-shrink must be in"):
+            replace(follow, init_shrink=bad)
+    with pytest.raises(ConfigError, match="pass --init-from"):
+        replace(cfg, init_shrink=0.5)
+
+
 def test_init_from_another_memory_mechanism_starts_only_the_memory_fresh(tmp_path):
     """An RMT model's weights into an ARMT model: every non-memory tensor loaded exactly, the ARMT memory's own left
     at their initial values (the RMT memory tokens dropped); any other difference still refuses the file."""

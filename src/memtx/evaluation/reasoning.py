@@ -25,6 +25,7 @@ from memtx.models.generation import generate, prefill
 from memtx.runtime import peak_gpu
 from memtx.tasks.babilong import Sample, open_babilong, parse_length
 from memtx.tasks.babilong_batches import ANSWER_ROOM, PAD, prompt_suffix
+from memtx.tasks.synthetic import IGNORE_INDEX
 
 MAX_ANSWER = 16
 
@@ -119,6 +120,24 @@ def evaluate_babilong(
                 "examples": examples,
             }  # fmt: skip
     bar.close()
+
+
+@torch.no_grad()
+def row_accuracy(model, batches, n_rows: int) -> dict:
+    """Teacher-forced accuracy on training-style rows (``BabilongBatches`` of one segment, e.g. with fillers, or
+    ``ask="far"``, of the valid stories): a row is right when every target of its final answer (the answer's
+    tokens and newline, in the row's last ``ANSWER_ROOM + 1`` columns) is the model's argmax. Draws batches until
+    ``n_rows`` rows (whole batches)."""
+    correct = n = 0
+    while n < n_rows:
+        batch = batches.next_batch(1)
+        out = model(batch.x.to(model.device), None, batch.y.to(model.device), scores="targets")
+        tail = batch.y[:, -(ANSWER_ROOM + 1) :].to(model.device) != IGNORE_INDEX
+        wrong = tail & ~out.hits[:, -(ANSWER_ROOM + 1) :]
+        correct += int((~wrong.any(1) & tail.any(1)).sum())
+        n += len(batch.x)
+    low, high = wilson(correct, n)
+    return {"correct": correct, "samples": n, "accuracy": correct / max(n, 1), "ci95": [low, high]}
 
 
 def plot_heatmap(rows: list[dict], png_path, title: str, unit: str = "tokens = bytes"):

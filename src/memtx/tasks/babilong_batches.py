@@ -19,6 +19,8 @@ book text out (the facts alone, left-padded; ``trim_padding`` drops the padding 
 inline after every fact but the last, in place of the story's own inline questions. Batch k is a pure function of
 (seed, k), so resumed runs see the same batches. Train samples use bAbI train stories (less the last 10%, the
 valid split that validation during training asks) and the train books; the sweep the test stories and test books.
+``split="valid"`` builds the same rows from the valid stories (choices made on training-style rows, e.g. the qa1
+route's screen of a phase-A model with fillers, stay off the training and test stories).
 """
 
 from __future__ import annotations
@@ -126,7 +128,11 @@ class BabilongBatches:
         ask: str = "babi",
         dense_questions: bool = False,
         trim_padding: bool = False,
+        split: str = "train",
     ) -> None:
+        if split not in ("train", "valid"):
+            raise ValueError(f"BabilongBatches split must be 'train' or 'valid', got {split!r}")
+        self.split = split
         self.tasks, self.batch_size, self.segment_len, self.seed = tasks, batch_size, segment_len, seed
         self.inline_questions, self.noise, self.fillers, self.ask = inline_questions, noise, fillers, ask
         self.dense_questions, self.trim_padding = dense_questions, trim_padding
@@ -155,8 +161,8 @@ class BabilongBatches:
         return [self._generator(t) for t in self.tasks]
 
     def _generator(self, task: str) -> Babilong:
-        """The task's train stories (less the valid split's) in ``variant``."""
-        return open_babilong(task, "train", babi_dir=self.babi_dir, noise_dir=self.noise_dir, variant=self.variant)
+        """The task's train stories (less the valid split's), or the valid ones, in ``variant``."""
+        return open_babilong(task, self.split, babi_dir=self.babi_dir, noise_dir=self.noise_dir, variant=self.variant)
 
     @cached_property
     def places(self) -> list[np.ndarray]:

@@ -145,6 +145,15 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+@torch.no_grad()
+def shrink_toward(model: nn.Module, start: dict[str, Tensor], factor: float) -> None:
+    """Shrink and perturb (Ash & Adams 2020): every tensor of two or more dimensions becomes factor x its value +
+    (1 - factor) x its value in ``start`` (a fresh initialisation); vectors (norms, biases) stay."""
+    for name, t in model.state_dict().items():
+        if t.dim() >= 2:
+            t.mul_(factor).add_(start[name], alpha=1 - factor)
+
+
 def initial_weights(run_dir: Path) -> Path:
     """The weights file a new run starts from with --init-from: the run's final model, else its newest checkpoint."""
     if not run_dir.is_dir():

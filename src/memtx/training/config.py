@@ -219,6 +219,11 @@ class RunConfig:
     """Start from the weights of this run folder (its final model, else its newest checkpoint), with fresh optimiser,
     schedule and data; the other settings (curriculum, lengths, lr) may differ, the parameter shapes may not, except
     the memory mechanism's (model.memory), whose parameters the folder lacks start fresh: e.g. ARMT from an RMT run."""
+    init_shrink: float = 1.0
+    """With init_from: shrink and perturb (Ash & Adams 2020, arXiv 1910.08475): every weight tensor of two or more
+    dimensions starts at init_shrink x the loaded one + (1 - init_shrink) x this run's own fresh initialisation
+    (vectors: LayerNorms, biases, as loaded); 1 = as loaded. BABILong's filler phase from a phase-A model stuck
+    reading facts by position escapes with 0.5 (results README)."""
 
     def __post_init__(self) -> None:
         _require_finite(self, "")
@@ -244,6 +249,12 @@ class RunConfig:
         for name in ("max_time", "eval_every", "eval_bytes", "sample_len"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.init_shrink <= 1:
+            raise ConfigError(
+                f"init-shrink must be in (0, 1] (1 = the --init-from weights as loaded), got {self.init_shrink}"
+            )
+        if self.init_shrink < 1 and not self.init_from:
+            raise ConfigError("init-shrink mixes the --init-from weights with fresh ones: pass --init-from RUN_DIR too")
 
     def stage_at(self, step: int) -> int:
         """The curriculum stage (0-based) at optimiser step `step` (0-based); 0 without a curriculum."""

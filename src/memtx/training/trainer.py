@@ -46,6 +46,7 @@ from memtx.training.checkpoint import (
     model_metadata,
     save_checkpoint,
     save_weights,
+    shrink_toward,
 )
 from memtx.training.config import RunConfig
 from memtx.training.distributed import Ranks
@@ -316,8 +317,11 @@ def _train(
         streams.load_state_dict(trainer_state["streams"])
         state = memory_from_tensors({k: v[rows].to(device) for k, v in memory.items()}) if memory is not None else None
     elif init is not None:
+        start_weights = {k: v.clone() for k, v in model.state_dict().items()} if cfg.init_shrink < 1 else None
         # on every rank (FSDP shards, it does not broadcast); the memory mechanism may differ from the init's
         fresh = load_weights(model, init, fresh_prefix="memory.")
+        if start_weights is not None:  # every rank drew the same fresh weights (seeded above)
+            shrink_toward(model, start_weights, cfg.init_shrink)
         if fresh and ranks.is_main:
             print(f"memtx: --init-from: {len(fresh)} memory tensors start fresh ({fresh[0]}, ...)", file=sys.stderr)
     model.to(device)
