@@ -30,7 +30,7 @@ def run(a_accs: dict[int, float], probe_accs: dict[int, float], *flags: str):
 
 
 def test_under_a_min_is_not_probed_and_the_first_good_probe_goes_on():
-    chosen, names, b_args, _ = run({0: 0.4, 1: 0.6, 2: 0.7}, {1: 0.8, 2: 0.95})
+    chosen, names, b_args, _ = run({0: 0.4, 1: 0.6, 2: 0.7}, {1: 0.8, 2: 0.95}, "--a-min", "0.5")
     assert names == ["A seed 0", "A seed 1", "probe 1", "A seed 2", "probe 2", "B"]
     assert chosen == 2
     assert b_args[b_args.index("--init-from") + 1] == str(Path("x/fill2"))
@@ -48,7 +48,7 @@ def test_tries_stop_while_b_still_fits_and_the_best_probe_goes_on():
 
 
 def test_when_no_a_reaches_a_min_the_best_a_is_probed_and_goes_on():
-    chosen, names, _, _ = run({0: 0.3, 1: 0.45, 2: 0.2, 3: 0.1, 4: 0.1, 5: 0.1}, {1: 0.5})
+    chosen, names, _, _ = run({0: 0.3, 1: 0.45, 2: 0.2, 3: 0.1, 4: 0.1, 5: 0.1}, {1: 0.5}, "--a-min", "0.5")
     # As alone (240 s, a try counted as 2.3x that) until one more would not leave B its time: seeds 0-4
     assert names == [f"A seed {s}" for s in range(5)] + ["probe 1", "B"]
     assert chosen == 1
