@@ -19,8 +19,8 @@ book text out (the facts alone, left-padded; ``trim_padding`` drops the padding 
 inline after every fact but the last, in place of the story's own inline questions. Batch k is a pure function of
 (seed, k), so resumed runs see the same batches. Train samples use bAbI train stories (less the last 10%, the
 valid split that validation during training asks) and the train books; the sweep the test stories and test books.
-``split="valid"`` builds the same rows from the valid stories (choices made on training-style rows, e.g. the qa1
-route's screen of a phase-A model with fillers, stay off the training and test stories).
+``split="valid"`` builds the same rows from the valid stories (looking at a model on training-style rows without
+touching the training or test stories: ``benchmarks/window_screen.py``).
 """
 
 from __future__ import annotations
