@@ -147,11 +147,11 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
 
 @torch.no_grad()
 def shrink_toward(model: nn.Module, start: dict[str, Tensor], factor: float) -> None:
-    """Shrink and perturb (Ash & Adams 2020): every tensor of two or more dimensions becomes factor x its value +
-    (1 - factor) x its value in ``start`` (a fresh initialisation); vectors (norms, biases) stay."""
-    for name, t in model.state_dict().items():
-        if t.dim() >= 2:
-            t.mul_(factor).add_(start[name], alpha=1 - factor)
+    """Shrink and perturb (Ash & Adams 2020): every parameter of two or more dimensions becomes factor x its value
+    + (1 - factor) x its value in ``start`` (a fresh initialisation); vectors (norms, biases) and buffers stay."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            p.mul_(factor).add_(start[name], alpha=1 - factor)
 
 
 def initial_weights(run_dir: Path) -> Path:

@@ -220,7 +220,7 @@ class RunConfig:
     schedule and data; the other settings (curriculum, lengths, lr) may differ, the parameter shapes may not, except
     the memory mechanism's (model.memory), whose parameters the folder lacks start fresh: e.g. ARMT from an RMT run."""
     init_shrink: float = 1.0
-    """With init_from: shrink and perturb (Ash & Adams 2020, arXiv 1910.08475): every weight tensor of two or more
+    """With init_from: shrink and perturb (Ash & Adams 2020, arXiv 1910.08475): every parameter of two or more
     dimensions starts at init_shrink x the loaded one + (1 - init_shrink) x this run's own fresh initialisation
     (vectors: LayerNorms, biases, as loaded); 1 = as loaded. BABILong's filler phase from a phase-A model stuck
     reading facts by position escapes with 0.5 (results README)."""

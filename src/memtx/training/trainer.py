@@ -317,7 +317,7 @@ def _train(
         streams.load_state_dict(trainer_state["streams"])
         state = memory_from_tensors({k: v[rows].to(device) for k, v in memory.items()}) if memory is not None else None
     elif init is not None:
-        start_weights = {k: v.clone() for k, v in model.state_dict().items()} if cfg.init_shrink < 1 else None
+        start_weights = {k: p.detach().clone() for k, p in model.named_parameters()} if cfg.init_shrink < 1 else None
         # on every rank (FSDP shards, it does not broadcast); the memory mechanism may differ from the init's
         fresh = load_weights(model, init, fresh_prefix="memory.")
         if start_weights is not None:  # every rank drew the same fresh weights (seeded above)
