@@ -3,7 +3,7 @@
 Phase A (the noise-free window, no inline questions) was the route's luck: from some seeds' weights the filler
 phase found a person's last move, from others it stalled near 50-70% (``benchmarks/results/babilong/README.md``,
 "Where the route's luck lies"), until session 31 started the filler phase from A's weights shrunk halfway toward a
-fresh initialisation (``--init-shrink 0.5``, shrink and perturb): it lifted every A tried at 49-83.5% on the
+fresh initialisation (``--init-shrink 0.5``, shrink and perturb): it lifted every A tried at 49-77% on the
 valid stories past 90%, the bad ones included, but neither A under 40% ("Shrink and perturb", session 32). Each try
 trains A with the next seed (an A below ``--a-min`` on the valid stories is dropped at once, sparing the probe's
 six minutes) and probes it with ``--probe-steps`` filler steps; the first probe at or above
